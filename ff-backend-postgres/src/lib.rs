@@ -1,0 +1,1 @@
+//! FlowFabric backend over postgres (arrives with its issue).

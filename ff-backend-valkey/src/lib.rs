@@ -1,0 +1,1 @@
+//! FlowFabric backend over valkey (arrives with its issue).

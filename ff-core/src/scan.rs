@@ -1,0 +1,144 @@
+//! Scanner operations: everything time-driven (DESIGN §5, §6).
+//!
+//! Each scanner call works on one partition, processes up to `limit` due items, each
+//! atomically, by the backend's clock. Items are visited in due order after an optional
+//! cursor, so a poisoned item (one that fails every time) is reported in
+//! [`ScanReport::failures`] and passed over instead of blocking the items behind it; the
+//! engine keeps the cursor, backs off failing items and passes them in [`ScanRequest::skip`].
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+use crate::limits;
+use crate::partition::Partition;
+use crate::policy::check_duration;
+
+/// What a scanner call does with each due item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ScanKind {
+    /// Running executions whose lease expired: a failed attempt (`lease_expired`) that
+    /// retries or fails like any other, bumping the epoch.
+    LeaseExpiry,
+    /// Delayed executions whose `available_at` has passed become ready.
+    DelayedPromotion,
+    /// Running executions whose attempt timeout passed: a failed attempt (`attempt_timeout`).
+    AttemptTimeout,
+    /// Unfinished executions whose absolute deadline passed become `expired`.
+    ExecutionDeadline,
+    /// Flows whose cancel was deferred: cancel their remaining members.
+    CancelBacklog,
+    /// Remove terminal standalone executions, and finished flows with all their members,
+    /// that ended more than `older_than` ago. Flow members are only ever removed with their
+    /// flow.
+    Retention {
+        /// The retention horizon.
+        older_than: Duration,
+    },
+}
+
+impl ScanKind {
+    /// Stable name, for logs and metrics.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            ScanKind::LeaseExpiry => "lease_expiry",
+            ScanKind::DelayedPromotion => "delayed_promotion",
+            ScanKind::AttemptTimeout => "attempt_timeout",
+            ScanKind::ExecutionDeadline => "execution_deadline",
+            ScanKind::CancelBacklog => "cancel_backlog",
+            ScanKind::Retention { .. } => "retention",
+        }
+    }
+}
+
+impl fmt::Display for ScanKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An opaque position in a partition's due order, returned by one call and passed to the
+/// next.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ScanCursor(pub String);
+
+/// One scanner call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ScanRequest {
+    /// The partition.
+    pub partition: Partition,
+    /// What to do.
+    pub kind: ScanKind,
+    /// Most items to process, `1..=`[`limits::MAX_SCAN_BATCH`].
+    pub limit: u32,
+    /// Continue after this position; `None` starts from the earliest due item.
+    pub after: Option<ScanCursor>,
+    /// Item ids to pass over (in backoff after failures).
+    pub skip: Vec<String>,
+}
+
+impl ScanRequest {
+    /// A scan from the start of the due order.
+    pub fn new(partition: Partition, kind: ScanKind, limit: u32) -> Self {
+        ScanRequest {
+            partition,
+            kind,
+            limit,
+            after: None,
+            skip: Vec::new(),
+        }
+    }
+
+    /// Continues after `cursor`.
+    pub fn after(mut self, cursor: Option<ScanCursor>) -> Self {
+        self.after = cursor;
+        self
+    }
+
+    /// Passes over `items`.
+    pub fn skipping(mut self, items: Vec<String>) -> Self {
+        self.skip = items;
+        self
+    }
+
+    /// Checks the request against the documented limits.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if self.limit == 0 || self.limit > limits::MAX_SCAN_BATCH {
+            return Err(EngineError::validation(
+                "limit",
+                format!("{} is outside 1..={}", self.limit, limits::MAX_SCAN_BATCH),
+            ));
+        }
+        if let ScanKind::Retention { older_than } = self.kind {
+            check_duration("kind.older_than", older_than)?;
+        }
+        Ok(())
+    }
+}
+
+/// One item a scanner call could not process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanFailure {
+    /// The item's id (an execution id or a flow id).
+    pub item: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The answer to a scanner call.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanReport {
+    /// Items processed.
+    pub processed: u32,
+    /// Items that failed; they stay due.
+    pub failures: Vec<ScanFailure>,
+    /// Where to continue; `None` when the call reached the end of the due items.
+    pub next: Option<ScanCursor>,
+    /// Due items left after this call (may be an estimate), for backlog metrics.
+    pub backlog: u64,
+}

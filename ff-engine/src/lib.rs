@@ -1,0 +1,1 @@
+//! FlowFabric engine (arrives with its issue).
