@@ -23,6 +23,52 @@
 //! Every id handed to a backend is checked against its [`PartitionConfig`]: an execution id
 //! naming a partition the deployment does not have is a `Validation` error on field
 //! `execution_id`, never a panic or a lookup on the wrong partition.
+//!
+//! # The fence check, step by step
+//!
+//! For `renew`, `progress`, `complete` and `fail`, in this order:
+//!
+//! 1. the request is validated and the id checked against the partition config;
+//! 2. the execution must exist (`NotFound`);
+//! 3. `fence.epoch` must equal the current epoch (`Fenced { reason: StaleEpoch }`);
+//! 4. `fence.lease_id` must be the lease of the latest attempt (`Fenced { LeaseMismatch }`);
+//! 5. if the execution is `running`: its lease must not have expired — it is valid while
+//!    `now < lease_expires_at` (`Fenced { LeaseExpired }`) — and the call takes effect;
+//! 6. otherwise the call is a repeat: `complete` succeeds unchanged if this attempt
+//!    succeeded, `fail` succeeds with the same disposition if this attempt failed (the
+//!    execution may since have been promoted from `delayed` to `ready`: the epoch only moves
+//!    on the next claim); everything else is `NotActive` with the current status.
+//!
+//! # Lifecycle details every backend implements the same way
+//!
+//! - **Ready order**: priority descending, then a FIFO sequence taken when the execution
+//!   became ready (creation, promotion, satisfaction, retry). `change_priority` keeps the
+//!   sequence.
+//! - **Delay**: `spec.delay` counts from when the execution became eligible: creation for
+//!   standalone executions and flow roots, satisfaction of the dependency group for other
+//!   members. Zero delay means `ready` at once.
+//! - **Deadline**: `created_at + spec.deadline`. Past it, the deadline scanner moves any
+//!   unfinished execution (blocked ones included) to `expired` (`DeadlineExceeded`), bumping
+//!   the epoch of a running one. `claim` never hands out an execution whose deadline has
+//!   passed.
+//! - **Attempts**: a claim appends an [`crate::AttemptRecord`]; the transition that ends the
+//!   attempt sets its `ended_at` and outcome. A worker `fail` records the [`crate::Failure`].
+//! - **Failed attempts** (worker `fail`, lease expiry, attempt timeout): with attempts left
+//!   and a retryable failure (expiry and timeout are always retryable), the execution goes
+//!   `delayed` until `now + retry.delay_after(attempt, random)`; otherwise `failed` with
+//!   `NonRetryable` (worker said so) or `AttemptsExhausted`. Expiry and timeout bump the
+//!   epoch.
+//! - **Cascade**: an edge is satisfied when [`crate::EdgeKind::satisfied_by`] the upstream's
+//!   outcome bucket; each group is decided once by [`crate::GroupPolicy::evaluate`].
+//!   Satisfied: the node becomes `ready` (or `delayed` by its own delay) and, with
+//!   `CancelRemaining`, its unfinished upstreams are cancelled (`Cancelled(GroupSatisfied)`).
+//!   Impossible: the node is `skipped` (`DependencyImpossible`). Each edge carries an
+//!   `applied` mark, which is what makes application idempotent per edge — including an edge
+//!   added by `add_nodes` from an upstream whose own completion is still pending.
+//! - **Flow state**: counters `total`, `terminal` and `failing` ([`crate::EndReason::fails_flow`])
+//!   change in the same atomic unit as each member transition; when `terminal == total` the
+//!   flow takes [`crate::FlowState::finished`] and its `finished_at`.
+//! - **Retention**: a flow's members are never removed on their own, only with their flow.
 
 use std::time::Duration;
 
