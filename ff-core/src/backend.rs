@@ -300,7 +300,9 @@ pub trait EngineBackend: Send + Sync + std::fmt::Debug {
     /// [`CancelFlowMode::CancelAll`], those that have not started with
     /// [`CancelFlowMode::CancelPending`]. A backend may cancel a large flow's members in the
     /// cancel backlog ([`crate::ScanKind::CancelBacklog`]); none of them can be claimed
-    /// meanwhile. Repeating it is harmless.
+    /// meanwhile. A running member that later fails with attempts left is cancelled instead of
+    /// retried. Cancelling a flow that already finished changes nothing. Repeating it is
+    /// harmless.
     ///
     /// Errors: `NotFound`.
     async fn cancel_flow(
