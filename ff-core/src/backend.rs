@@ -55,16 +55,25 @@
 //!   attempt sets its `ended_at` and outcome. A worker `fail` records the [`crate::Failure`].
 //! - **Failed attempts** (worker `fail`, lease expiry, attempt timeout): with attempts left
 //!   and a retryable failure (expiry and timeout are always retryable), the execution goes
-//!   `delayed` until `now + retry.delay_after(attempt, random)`; otherwise `failed` with
-//!   `NonRetryable` (worker said so) or `AttemptsExhausted`. Expiry and timeout bump the
-//!   epoch.
+//!   `delayed` until `now + retry.delay_after(attempt, random)` (straight to `ready` when that
+//!   delay is zero); otherwise `failed` with `NonRetryable` when the worker said so — even on
+//!   the last attempt — or `AttemptsExhausted`. Expiry and timeout bump the epoch. In a flow
+//!   whose cancel was requested, a failed attempt with attempts left ends the execution
+//!   `Cancelled(Flow)` instead of retrying, and `fail` answers `Failed`.
 //! - **Cascade**: an edge is satisfied when [`crate::EdgeKind::satisfied_by`] the upstream's
 //!   outcome bucket; each group is decided once by [`crate::GroupPolicy::evaluate`].
-//!   Satisfied: the node becomes `ready` (or `delayed` by its own delay) and, with
-//!   `CancelRemaining`, its unfinished upstreams are cancelled (`Cancelled(GroupSatisfied)`).
-//!   Impossible: the node is `skipped` (`DependencyImpossible`). Each edge carries an
-//!   `applied` mark, which is what makes application idempotent per edge — including an edge
-//!   added by `add_nodes` from an upstream whose own completion is still pending.
+//!   Satisfied: the node becomes `ready` (or `delayed` by its own delay) if it is still
+//!   `blocked` and, with `CancelRemaining`, its unfinished upstreams are cancelled
+//!   (`Cancelled(GroupSatisfied)`) whatever the node's own state. Impossible: a `blocked` node
+//!   is `skipped` (`DependencyImpossible`). Edges applied after the verdict still count in the
+//!   group's `satisfied` / `unsatisfied` (visible in [`crate::GroupSnapshot`]) but change
+//!   nothing else. Each edge carries an `applied` mark, which is what makes application
+//!   idempotent per edge — including an edge added by `add_nodes` from an upstream whose own
+//!   completion is still pending. When one call ends several members (a scan batch,
+//!   `cancel_flow`), the order in which their completions cascade is unspecified.
+//! - **Data passing**: a claim's `inputs` are read at claim time: one entry per `pass_result`
+//!   edge whose upstream has succeeded by then (a `LetRun` upstream finishing after the claim
+//!   is not included).
 //! - **Flow state**: counters `total`, `terminal` and `failing` ([`crate::EndReason::fails_flow`])
 //!   change in the same atomic unit as each member transition; when `terminal == total` the
 //!   flow takes [`crate::FlowState::finished`] and its `finished_at`.
