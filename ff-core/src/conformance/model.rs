@@ -353,13 +353,12 @@ impl FlowModel {
     ) -> Option<u64> {
         let params = self.graph.nodes[node].clone();
         let attempts_left = self.members[node].attempts < params.max_attempts;
+        if retryable && attempts_left && self.cancel_requested {
+            // A flow whose cancel was requested does not retry: the member is cancelled.
+            self.end(node, EndReason::Cancelled(CancelSource::Flow));
+            return None;
+        }
         if retryable && attempts_left {
-            if self.cancel_requested {
-                self.ambiguous(format!(
-                    "{} was retried after cancel_flow; whether it waits or is cancelled is open",
-                    Graph::key(node)
-                ));
-            }
             let at = self.now + params.backoff_ms;
             let m = &mut self.members[node];
             m.state = ExecutionState::Delayed;

@@ -1,0 +1,71 @@
+//! `cargo xtask`: FlowFabric's task runner.
+//!
+//! The whole command line is declared once, in [`Cli`], with clap's derive API, so `--help`
+//! is generated from the same types that the commands receive and cannot go stale.
+//!
+//! - `services up|down|status`: local Valkey (standalone and a 3-master cluster) and
+//!   PostgreSQL servers for development, under `target/services/`, on loopback ports chosen
+//!   by binding port 0.
+//! - `test`: fresh servers of every kind, then `cargo test --workspace --all-features` against
+//!   them; every server it started is stopped afterwards, whatever the outcome.
+//! - `ci`: formatting check, clippy, then exactly what `test` does. `.ci/run` calls this and
+//!   nothing else, so "if `cargo xtask ci` passes locally, CI is green".
+//! - `demo`: the engine demo ([`demo`]).
+//!
+//! The crate is a library plus a thin binary so that later commands (`bench`) can reuse
+//! [`services::start`], which starts a chosen set of servers and returns their handles and
+//! URLs.
+
+pub mod ci;
+pub mod demo;
+pub mod interrupt;
+pub mod paths;
+pub mod process;
+pub mod services;
+pub mod test_run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The `cargo xtask` command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "FlowFabric's task runner: local servers, tests, CI, demo",
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands of `cargo xtask`.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start, stop or inspect local Valkey / PostgreSQL servers for development.
+    Services(services::command::ServicesArgs),
+    /// Run the workspace tests against fresh servers that are stopped afterwards.
+    Test(test_run::TestArgs),
+    /// What CI runs: `cargo fmt --check`, clippy with `-D warnings`, then `test`.
+    Ci,
+    /// Run the demo.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs one parsed command and returns the process exit code.
+///
+/// Installs the interrupt handler first: from then on Ctrl-C (or SIGTERM/SIGHUP) no longer
+/// kills the task runner outright; every wait notices it and unwinds, so the servers it
+/// started are stopped on the way out.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    interrupt::install()?;
+    match cli.command {
+        Command::Services(args) => services::command::run(args),
+        Command::Test(args) => test_run::run(&args),
+        Command::Ci => ci::run(),
+        Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
+    }
+}
