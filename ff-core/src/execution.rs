@@ -274,7 +274,6 @@ pub struct UpstreamInput {
 
 /// One execution leased to a worker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct ClaimedExecution {
     /// The lease; carry it on every write.
     pub fence: Fence,

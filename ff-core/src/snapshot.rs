@@ -48,7 +48,6 @@ pub struct LeaseInfo {
 
 /// Everything known about one execution.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct ExecutionSnapshot {
     /// Its id.
     pub id: ExecutionId,
@@ -149,7 +148,6 @@ pub struct FlowCounts {
 
 /// Everything known about one flow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct FlowSnapshot {
     /// Its id.
     pub id: FlowId,

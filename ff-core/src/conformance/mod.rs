@@ -59,7 +59,10 @@
 //! every member and the flow after every step. `FF_PROPTEST_CASES` raises its case count
 //! (default 32) and `FF_PROPTEST_SEED` replays a seed printed by a failure.
 //! It needs a clock that moves only through `advance_clock` (a frozen test clock); it is
-//! ignored on backends without clock control.
+//! ignored on backends without clock control and skips itself when the clock moves on its
+//! own. A server backend therefore offers a frozen-clock test mode (its config's
+//! `with_frozen_clock`, the backend clock being "server time at connect + offset") and
+//! registers a factory with it, next to the factory with its production clock.
 //!
 //! Each case has a time limit (120 s, `FF_CASE_TIMEOUT_SECS`), so a hung backend fails the
 //! case instead of the run.
