@@ -11,11 +11,14 @@
 //! - `ci`: formatting check, clippy, then exactly what `test` does. `.ci/run` calls this and
 //!   nothing else, so "if `cargo xtask ci` passes locally, CI is green".
 //! - `demo`: the engine demo ([`demo`]).
+//! - `bench`: every backend and the bare queues it is judged against, measured in one run
+//!   ([`bench`]).
 //!
 //! The crate is a library plus a thin binary so that later commands (`bench`) can reuse
 //! [`services::start`], which starts a chosen set of servers and returns their handles and
 //! URLs.
 
+pub mod bench;
 pub mod ci;
 pub mod demo;
 pub mod interrupt;
@@ -53,6 +56,12 @@ pub enum Command {
     Ci,
     /// Run the demo.
     Demo(demo::DemoArgs),
+    /// Measure every backend and the bare Valkey / Postgres queues they are judged against,
+    /// in release mode on servers it starts; writes target/bench/report.{md,json}, chart.svg.
+    Bench(bench::BenchArgs),
+    /// The measuring half of `bench` (run by it in a release build).
+    #[command(hide = true)]
+    BenchRun(bench::BenchArgs),
 }
 
 /// Runs one parsed command and returns the process exit code.
@@ -67,5 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(args) => test_run::run(&args),
         Command::Ci => ci::run(),
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchRun(args) => bench::run_measurements(args),
     }
 }

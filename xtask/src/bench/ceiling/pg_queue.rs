@@ -1,0 +1,224 @@
+//! The bare Postgres `SKIP LOCKED` queue, with the server's durable defaults (fsync and
+//! synchronous commit on):
+//!
+//! ```sql
+//! CREATE TABLE q (id bigserial PRIMARY KEY, state text NOT NULL DEFAULT 'ready',
+//!                 payload bytea NOT NULL);
+//! CREATE INDEX q_ready ON q (id) WHERE state = 'ready';
+//! -- submit: one row per statement (its own transaction)
+//! INSERT INTO q (payload) VALUES ($1);
+//! -- claim: up to n tasks
+//! UPDATE q SET state = 'running' WHERE id IN
+//!   (SELECT id FROM q WHERE state = 'ready' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+//!   RETURNING id, payload;
+//! -- ack: the task is deleted (the cheapest complete); the last ack of a batch carries the
+//! -- next claim in the same statement
+//! DELETE FROM q WHERE id = $1;
+//! WITH done AS (DELETE FROM q WHERE id = $1) UPDATE q … RETURNING id, payload;
+//! ```
+//!
+//! Each producer and worker has its own connection with prepared statements (16 + 16, as
+//! the backend's pool of 16). The table lives in a fresh schema, dropped afterwards. A
+//! `CHECKPOINT` precedes each phase, as for the backend.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use tokio::task::JoinSet;
+
+use crate::bench::resources::{Meter, usage};
+use crate::bench::stats::Latency;
+use crate::bench::target::{fresh_name, pg_connect};
+use crate::bench::workload::{Figures, PAYLOAD_BYTES, Shape, payload, rate};
+
+/// Runs the queue with `n` tasks on the PostgreSQL at `url`.
+pub async fn run(url: &str, shape: Shape, n: u64) -> anyhow::Result<Figures> {
+    let schema = fresh_name('_');
+    let admin = pg_connect(url).await?;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.q (
+                 id bigserial PRIMARY KEY,
+                 state text NOT NULL DEFAULT 'ready' CHECK (state IN ('ready', 'running')),
+                 payload bytea NOT NULL);
+             CREATE INDEX q_ready ON {schema}.q (id) WHERE state = 'ready';"
+        ))
+        .await
+        .context("creating the queue table")?;
+    let outcome = measure(url, &schema, shape, n, &admin).await;
+    let dropped = admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .context("dropping the queue schema");
+    let figures = outcome?;
+    dropped?;
+    Ok(figures)
+}
+
+async fn measure(
+    url: &str,
+    schema: &str,
+    shape: Shape,
+    n: u64,
+    admin: &tokio_postgres::Client,
+) -> anyhow::Result<Figures> {
+    let payload = Arc::new(payload(PAYLOAD_BYTES));
+    let mut meter = Meter::postgres(url).await?;
+    let mut figures = Figures::default();
+
+    // Submit.
+    let mut producers = Vec::new();
+    for _ in 0..shape.producers.max(1) {
+        let client = pg_connect(url).await?;
+        let insert = client
+            .prepare(&format!("INSERT INTO {schema}.q (payload) VALUES ($1)"))
+            .await
+            .context("preparing the insert")?;
+        producers.push((client, insert));
+    }
+    admin.batch_execute("CHECKPOINT").await.context("CHECKPOINT")?;
+    let before = meter.read().await?;
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    let count = producers.len() as u64;
+    for (p, (client, insert)) in producers.into_iter().enumerate() {
+        let share = n / count + u64::from((p as u64) < n % count);
+        let payload = payload.clone();
+        tasks.spawn(async move {
+            for _ in 0..share {
+                client
+                    .execute(&insert, &[&payload.as_slice()])
+                    .await
+                    .context("INSERT")?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.context("a producer panicked")??;
+    }
+    figures.put("ceiling.submit_per_s", rate(n, started.elapsed()));
+    let after = meter.read().await?;
+    let submit_usage = usage(&before, &after, n);
+    figures.put_opt("ceiling.submit_server_cpu_us", submit_usage.server_cpu_us);
+    figures.put_opt("ceiling.submit_wal_bytes", submit_usage.wal_bytes);
+
+    // Drain.
+    let mut workers = Vec::new();
+    for _ in 0..shape.workers {
+        workers.push(Worker::connect(url, schema).await?);
+    }
+    admin.batch_execute("CHECKPOINT").await.context("CHECKPOINT")?;
+    let before = meter.read().await?;
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for worker in workers {
+        tasks.spawn(worker.run(i64::from(shape.claim_batch)));
+    }
+    let mut latencies = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    let mut last = started;
+    while let Some(joined) = tasks.join_next().await {
+        let (samples, finished) = joined.context("a worker panicked")??;
+        latencies.extend(samples);
+        last = last.max(finished);
+    }
+    let after = meter.read().await?;
+    let elapsed = last.saturating_duration_since(started);
+
+    let left: i64 = admin
+        .query_one(&format!("SELECT count(*) FROM {schema}.q"), &[])
+        .await
+        .context("counting what is left")?
+        .get(0);
+    ensure!(
+        left == 0 && latencies.len() as u64 == n,
+        "the queue acked {} of {n} tasks ({left} rows left)",
+        latencies.len()
+    );
+    figures.put("ceiling.exec_per_s", rate(n, elapsed));
+    if let Some(latency) = Latency::of(&mut latencies) {
+        figures.put("ceiling.latency_p50_ms", latency.p50_ms);
+        figures.put("ceiling.latency_p99_ms", latency.p99_ms);
+    }
+    let drain_usage = usage(&before, &after, n);
+    figures.put_opt("ceiling.server_cpu_us", drain_usage.server_cpu_us);
+    figures.put_opt("ceiling.client_cpu_us", drain_usage.client_cpu_us);
+    figures.put_opt("ceiling.wal_bytes", drain_usage.wal_bytes);
+    Ok(figures)
+}
+
+/// One worker's connection and prepared statements.
+struct Worker {
+    client: tokio_postgres::Client,
+    claim: tokio_postgres::Statement,
+    ack: tokio_postgres::Statement,
+    ack_and_claim: tokio_postgres::Statement,
+}
+
+impl Worker {
+    async fn connect(url: &str, schema: &str) -> anyhow::Result<Worker> {
+        let client = pg_connect(url).await?;
+        let claim_sql = format!(
+            "UPDATE {schema}.q SET state = 'running' WHERE id IN \
+             (SELECT id FROM {schema}.q WHERE state = 'ready' ORDER BY id LIMIT $1 \
+              FOR UPDATE SKIP LOCKED) RETURNING id, payload"
+        );
+        let claim = client.prepare(&claim_sql).await.context("preparing the claim")?;
+        let ack = client
+            .prepare(&format!("DELETE FROM {schema}.q WHERE id = $1"))
+            .await
+            .context("preparing the ack")?;
+        let ack_and_claim = client
+            .prepare(&format!(
+                "WITH done AS (DELETE FROM {schema}.q WHERE id = $2) {claim_sql}"
+            ))
+            .await
+            .context("preparing the ack + claim")?;
+        Ok(Worker {
+            client,
+            claim,
+            ack,
+            ack_and_claim,
+        })
+    }
+
+    /// Claims batches and acks each task until a claim finds nothing; returns the claim →
+    /// ack latencies and when the last ack returned.
+    async fn run(self, batch: i64) -> anyhow::Result<(Vec<Duration>, Instant)> {
+        let mut hands: VecDeque<(i64, Instant)> = VecDeque::new();
+        let mut latencies = Vec::new();
+        let mut last = Instant::now();
+        let rows = self
+            .client
+            .query(&self.claim, &[&batch])
+            .await
+            .context("claim")?;
+        let now = Instant::now();
+        hands.extend(rows.iter().map(|r| (r.get::<_, i64>(0), now)));
+        while let Some((id, claimed_at)) = hands.pop_front() {
+            if hands.is_empty() {
+                let rows = self
+                    .client
+                    .query(&self.ack_and_claim, &[&batch, &id])
+                    .await
+                    .context("ack + claim")?;
+                let now = Instant::now();
+                latencies.push(now.saturating_duration_since(claimed_at));
+                last = now;
+                hands.extend(rows.iter().map(|r| (r.get::<_, i64>(0), now)));
+            } else {
+                self.client
+                    .execute(&self.ack, &[&id])
+                    .await
+                    .context("ack")?;
+                let now = Instant::now();
+                latencies.push(now.saturating_duration_since(claimed_at));
+                last = now;
+            }
+        }
+        Ok((latencies, last))
+    }
+}

@@ -1,0 +1,210 @@
+//! The workloads, written once against `Arc<dyn EngineBackend>` and run on every backend.
+//!
+//! - [`flat`]: standalone executions submitted, then drained by the worker pool;
+//! - [`chain`]: flows of a 10-node chain, all in flight at once;
+//! - [`fanout`]: flows of 1 → 100 → 1, with an `ff_engine` engine alongside;
+//! - [`probe`]: one completion at a time on an idle system (pure cascade latency);
+//! - [`footprint`]: storage per finished execution (server backends);
+//! - [`idle`]: backend calls per second of an idle engine.
+//!
+//! Each returns [`Figures`]: named numbers (see `report::METRICS` for their meaning).
+
+pub mod chain;
+pub mod drain;
+pub mod fanout;
+pub mod flat;
+pub mod footprint;
+pub mod idle;
+pub mod probe;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ff_core::{EngineBackend, ExecutionSpec, FlowSpec, Lane};
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use super::target::{BackendKind, Servers, Target};
+use super::resources::Meter;
+
+/// Named numbers one measurement produced, plus free-text notes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Figures {
+    /// `(metric key, value)`, in the order measured.
+    pub values: Vec<(&'static str, f64)>,
+    /// Observations that are not numbers (e.g. which calls an idle engine makes).
+    pub notes: Vec<String>,
+}
+
+impl Figures {
+    /// Adds a figure.
+    pub fn put(&mut self, key: &'static str, value: f64) {
+        self.values.push((key, value));
+    }
+
+    /// Adds a figure if there is one.
+    pub fn put_opt(&mut self, key: &'static str, value: Option<f64>) {
+        if let Some(value) = value {
+            self.put(key, value);
+        }
+    }
+
+    /// The value of `key`, if measured.
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+}
+
+/// The concurrency every workload and ceiling uses, so their numbers compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Shape {
+    /// Concurrent workers draining (16).
+    pub workers: usize,
+    /// Concurrent producers submitting (16).
+    pub producers: usize,
+    /// Most executions a claim by an empty-handed worker leases.
+    pub claim_batch: u32,
+    /// Most executions a `complete` leases with `claim_next` (the worker's next one).
+    pub claim_next: u32,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Shape {
+            workers: 16,
+            producers: 16,
+            claim_batch: 8,
+            claim_next: 1,
+        }
+    }
+}
+
+/// Payload size of the throughput workloads.
+pub const PAYLOAD_BYTES: usize = 4096;
+/// Payload size of the footprint and probe workloads.
+pub const SMALL_PAYLOAD_BYTES: usize = 100;
+
+/// `len` bytes that do not compress (xorshift), so neither server gets a free ride from
+/// compressing a repeated pattern (Postgres compresses large values by default).
+pub fn payload(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// A lane name known to be valid.
+pub fn lane(name: &str) -> Lane {
+    Lane::new(name).expect("invariant: bench lane names are short lower-case words")
+}
+
+/// A meter for the server behind `kind`.
+pub async fn meter_for(kind: BackendKind, servers: &Servers) -> anyhow::Result<Meter> {
+    match kind {
+        BackendKind::Memory => Ok(Meter::client_only()),
+        BackendKind::Valkey => Meter::valkey(servers.valkey()?).await,
+        BackendKind::Postgres => Meter::postgres(servers.postgres()?).await,
+    }
+}
+
+/// Runs `CHECKPOINT` on Postgres before a measured phase, so a checkpoint triggered by the
+/// previous phase's WAL does not land in this one. Nothing to do on the other backends.
+pub async fn settle(target: &Target) -> anyhow::Result<()> {
+    if let super::target::Store::Postgres { admin, .. } = &target.store {
+        admin.batch_execute("CHECKPOINT").await.context("CHECKPOINT")?;
+    }
+    Ok(())
+}
+
+/// Creates `count` standalone executions of `lane` with `payload`, from `producers`
+/// concurrent producers, one call each; returns how long it took.
+pub async fn submit_executions(
+    backend: &Arc<dyn EngineBackend>,
+    lane: &Lane,
+    payload: &Arc<Vec<u8>>,
+    count: u64,
+    producers: usize,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    let producers = producers.max(1) as u64;
+    for p in 0..producers {
+        let share = count / producers + u64::from(p < count % producers);
+        let backend = backend.clone();
+        let spec = ExecutionSpec::new(lane.clone(), payload.as_ref().clone());
+        tasks.spawn(async move {
+            for _ in 0..share {
+                backend
+                    .create_execution(&spec)
+                    .await
+                    .context("create_execution")?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.context("a producer panicked")??;
+    }
+    Ok(started.elapsed())
+}
+
+/// Creates every flow of `specs` from `producers` concurrent producers, one call per flow;
+/// returns how long it took.
+pub async fn submit_flows(
+    backend: &Arc<dyn EngineBackend>,
+    specs: Vec<FlowSpec>,
+    producers: usize,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let producers = producers.max(1);
+    let mut shares: Vec<Vec<FlowSpec>> = (0..producers).map(|_| Vec::new()).collect();
+    for (i, spec) in specs.into_iter().enumerate() {
+        shares[i % producers].push(spec);
+    }
+    let mut tasks = JoinSet::new();
+    for share in shares {
+        let backend = backend.clone();
+        tasks.spawn(async move {
+            for spec in share {
+                backend.create_flow(&spec).await.context("create_flow")?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.context("a producer panicked")??;
+    }
+    Ok(started.elapsed())
+}
+
+/// `count / elapsed`, 0 for an empty interval.
+pub fn rate(count: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 { count as f64 / secs } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_is_sized_and_not_a_repeated_pattern() {
+        let p = payload(PAYLOAD_BYTES);
+        assert_eq!(p.len(), PAYLOAD_BYTES);
+        let distinct: std::collections::BTreeSet<u8> = p.iter().copied().collect();
+        assert!(distinct.len() > 200, "{} distinct bytes", distinct.len());
+        assert_ne!(p[..64], p[64..128]);
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(rate(100, Duration::from_secs(2)), 50.0);
+        assert_eq!(rate(100, Duration::ZERO), 0.0);
+    }
+}
