@@ -95,7 +95,7 @@ use crate::hint::HintReceiver;
 use crate::id::{ExecutionId, FlowId, InstanceId};
 use crate::ownership::{InstanceInfo, PartitionGrant, PartitionOwner};
 use crate::partition::{Partition, PartitionConfig};
-use crate::scan::{ScanReport, ScanRequest};
+use crate::scan::{DueSummary, PartitionDue, ScanReport, ScanRequest};
 use crate::snapshot::{ExecutionSnapshot, ExecutionSummary, FlowSnapshot, ListQuery, Page};
 use crate::time::Timestamp;
 
@@ -355,6 +355,31 @@ pub trait EngineBackend: Send + Sync + std::fmt::Debug {
     /// Runs one scanner step on one partition: up to `request.limit` due items of
     /// `request.kind`, each atomically, by the backend clock. See [`crate::scan`].
     async fn scan(&self, request: &ScanRequest) -> Result<ScanReport, EngineError>;
+
+    /// When each time-driven index of each of `partitions` next has work, with the backend
+    /// clock's `now`, in one call: scanners then call [`EngineBackend::scan`] only where
+    /// something is due, so an idle engine costs a few calls per second instead of one per
+    /// partition and scanner. Read-only.
+    ///
+    /// Each time is at most the true earliest due time of its index, `None` only for an empty
+    /// index (see [`PartitionDue`]). The default answers "everything may be due now" for
+    /// every partition — correct, and as costly as scanning everything.
+    ///
+    /// Errors: `Validation` for a partition outside the config.
+    async fn due_summary(&self, partitions: &[Partition]) -> Result<DueSummary, EngineError> {
+        let config = self.partition_config();
+        for partition in partitions {
+            config.check(*partition)?;
+        }
+        let now = self.now().await?;
+        Ok(DueSummary {
+            now,
+            partitions: partitions
+                .iter()
+                .map(|&p| PartitionDue::everything_at(p, now))
+                .collect(),
+        })
+    }
 
     // ---------------------------------------------------------------- coordination
 

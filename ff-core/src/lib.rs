@@ -75,7 +75,9 @@ pub use id::{
 pub use ownership::{InstanceInfo, PartitionGrant, PartitionOwner};
 pub use partition::{Partition, PartitionConfig};
 pub use policy::{Backoff, RetryPolicy};
-pub use scan::{ScanCursor, ScanFailure, ScanKind, ScanReport, ScanRequest};
+pub use scan::{
+    DueSummary, PartitionDue, ScanCursor, ScanFailure, ScanKind, ScanReport, ScanRequest,
+};
 pub use snapshot::{
     AttemptRecord, ExecutionSnapshot, ExecutionSummary, FlowCounts, FlowEdge, FlowMember,
     FlowSnapshot, GroupSnapshot, LeaseInfo, ListCursor, ListQuery, Page,

@@ -15,6 +15,7 @@ use crate::error::EngineError;
 use crate::limits;
 use crate::partition::Partition;
 use crate::policy::check_duration;
+use crate::time::Timestamp;
 
 /// What a scanner call does with each due item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -141,4 +142,108 @@ pub struct ScanReport {
     pub next: Option<ScanCursor>,
     /// Due items left after this call (may be an estimate), for backlog metrics.
     pub backlog: u64,
+}
+
+/// When the time-driven work of one partition next falls due, index by index: what
+/// [`crate::EngineBackend::due_summary`] answers so scanners visit only partitions with
+/// something to do.
+///
+/// Every time is *at most* the true earliest due time of its index (a backend may answer
+/// earlier, e.g. "now" when it cannot tell cheaply), and `None` only when the index is empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionDue {
+    /// The partition.
+    pub partition: Partition,
+    /// Earliest lease expiry of a running execution.
+    pub lease_expiry: Option<Timestamp>,
+    /// Earliest `available_at` of a delayed execution.
+    pub delayed: Option<Timestamp>,
+    /// Earliest attempt timeout of a running execution.
+    pub attempt_timeout: Option<Timestamp>,
+    /// Earliest deadline of an unfinished execution.
+    pub deadline: Option<Timestamp>,
+    /// Set (to when it was requested, or earlier) while a deferred flow cancel waits.
+    pub cancel_backlog: Option<Timestamp>,
+    /// Finish time of the oldest standalone execution or flow retention may remove.
+    pub finished: Option<Timestamp>,
+    /// Record time of the oldest pending completion.
+    pub completions: Option<Timestamp>,
+}
+
+impl PartitionDue {
+    /// Every index possibly due at `now`: the answer of a backend that cannot tell.
+    pub const fn everything_at(partition: Partition, now: Timestamp) -> Self {
+        PartitionDue {
+            partition,
+            lease_expiry: Some(now),
+            delayed: Some(now),
+            attempt_timeout: Some(now),
+            deadline: Some(now),
+            cancel_backlog: Some(now),
+            finished: Some(now),
+            completions: Some(now),
+        }
+    }
+
+    /// Nothing due on `partition` (every index empty).
+    pub const fn nothing(partition: Partition) -> Self {
+        PartitionDue {
+            partition,
+            lease_expiry: None,
+            delayed: None,
+            attempt_timeout: None,
+            deadline: None,
+            cancel_backlog: None,
+            finished: None,
+            completions: None,
+        }
+    }
+
+    /// When a scan of `kind` next has something to do here (for retention: when the oldest
+    /// finished item passes the horizon); `None` when its index is empty.
+    pub fn next_for(&self, kind: &ScanKind) -> Option<Timestamp> {
+        match kind {
+            ScanKind::LeaseExpiry => self.lease_expiry,
+            ScanKind::DelayedPromotion => self.delayed,
+            ScanKind::AttemptTimeout => self.attempt_timeout,
+            ScanKind::ExecutionDeadline => self.deadline,
+            ScanKind::CancelBacklog => self.cancel_backlog,
+            ScanKind::Retention { older_than } => {
+                self.finished.map(|at| at.saturating_add(*older_than))
+            }
+        }
+    }
+}
+
+/// The answer to [`crate::EngineBackend::due_summary`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueSummary {
+    /// The backend clock when the summary was taken: compare the due times with it.
+    pub now: Timestamp,
+    /// One entry per requested partition, in request order.
+    pub partitions: Vec<PartitionDue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_due_after_the_horizon() {
+        let mut due = PartitionDue::nothing(Partition(1));
+        let retention = ScanKind::Retention {
+            older_than: Duration::from_secs(60),
+        };
+        assert_eq!(due.next_for(&retention), None);
+        due.finished = Some(Timestamp::from_millis(1_000));
+        assert_eq!(
+            due.next_for(&retention),
+            Some(Timestamp::from_millis(61_000))
+        );
+        let all = PartitionDue::everything_at(Partition(1), Timestamp::from_millis(5));
+        assert_eq!(
+            all.next_for(&ScanKind::LeaseExpiry),
+            Some(Timestamp::from_millis(5))
+        );
+    }
 }

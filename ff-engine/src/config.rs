@@ -119,6 +119,11 @@ pub struct EngineConfig {
     pub scan_max_batches: u32,
     /// The scanners and their intervals.
     pub scanners: ScannerSchedule,
+    /// How long one `due_summary` answer is reused by the scanners before they ask again
+    /// (default 250 ms; never longer than the shortest scanner interval). Scanners visit only
+    /// partitions the summary says have something due, so this bounds how late a due item is
+    /// noticed beyond its scanner's interval.
+    pub due_refresh: Duration,
     /// Finished standalone executions and finished flows are removed this long after they
     /// ended (default 24 h). `None` keeps everything (the retention scanner does not run).
     pub retention: Option<Duration>,
@@ -151,6 +156,7 @@ impl Default for EngineConfig {
             scan_batch: 256,
             scan_max_batches: 8,
             scanners: ScannerSchedule::default(),
+            due_refresh: Duration::from_millis(250),
             retention: Some(Duration::from_secs(24 * 3600)),
             jitter: 0.1,
             ownership_ttl: Duration::from_secs(10),
@@ -166,6 +172,26 @@ impl EngineConfig {
     /// How often registration and ownership are renewed.
     pub fn ownership_renew_interval(&self) -> Duration {
         self.ownership_ttl.mul_f64(self.ownership_renew_fraction)
+    }
+
+    /// How long one `due_summary` answer is reused: [`EngineConfig::due_refresh`], capped at
+    /// the shortest enabled scanner interval.
+    pub fn due_refresh_interval(&self) -> Duration {
+        let s = &self.scanners;
+        [
+            s.lease_expiry,
+            s.delayed_promotion,
+            s.attempt_timeout,
+            s.execution_deadline,
+            s.cancel_backlog,
+            s.retention,
+            s.completion_sweep,
+            s.completion_poll,
+        ]
+        .into_iter()
+        .filter(|scanner| scanner.enabled)
+        .map(|scanner| scanner.interval)
+        .fold(self.due_refresh, Duration::min)
     }
 
     /// Checks every field; errors name the field.
@@ -208,6 +234,7 @@ impl EngineConfig {
         ] {
             check_interval(field, scanner.interval)?;
         }
+        check_interval("due_refresh", self.due_refresh)?;
         if let Some(horizon) = self.retention {
             check_interval("retention", horizon)?;
         }

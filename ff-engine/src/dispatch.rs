@@ -24,6 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use ff_core::limits::MAX_SCAN_BATCH;
 use ff_core::{CompletionEvent, EngineError, ExecutionId, Partition, Timestamp};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -166,9 +167,19 @@ async fn drain_locked(shared: &Shared, partition: Partition) -> Result<DrainRepo
         if shared.shutdown.is_set() || !shared.owns(partition) {
             return Ok(report);
         }
+        // Events in backoff stay at the head of the partition's order; ask for that many more
+        // so a head of poisoned events never hides the events behind it.
+        let in_backoff = lock(&shared.dispatch.events)
+            .waiting()
+            .filter(|id| id.partition() == partition)
+            .count();
+        let limit = u32::try_from(in_backoff)
+            .unwrap_or(u32::MAX)
+            .saturating_add(batch)
+            .min(MAX_SCAN_BATCH);
         let events = call(
             "pending_completions",
-            backend.pending_completions(partition, batch),
+            backend.pending_completions(partition, limit),
         )
         .await?;
         if events.is_empty() {
@@ -220,7 +231,7 @@ async fn drain_locked(shared: &Shared, partition: Partition) -> Result<DrainRepo
             }
         }
         report.backlog = left;
-        if events.len() < batch as usize {
+        if events.len() < limit as usize {
             return Ok(report);
         }
         if !progressed {

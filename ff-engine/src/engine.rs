@@ -27,6 +27,7 @@ use crate::backoff::ItemBackoff;
 use crate::call::call;
 use crate::config::EngineConfig;
 use crate::dispatch::{self, DispatchState};
+use crate::due::DueCache;
 use crate::ownership;
 use crate::router::PartitionRouter;
 use crate::scanner::{self, ScannerStats};
@@ -86,6 +87,7 @@ impl EngineBuilder {
         let (owned, _) = watch::channel(Arc::new(BTreeSet::new()));
         let shared = Arc::new(Shared {
             dispatch: DispatchState::new(ItemBackoff::new(self.config.item_backoff)),
+            due: DueCache::default(),
             backend,
             capabilities,
             router,
@@ -161,6 +163,7 @@ pub(crate) struct Shared {
     pub(crate) instance: InstanceId,
     owned: watch::Sender<Arc<BTreeSet<Partition>>>,
     pub(crate) dispatch: DispatchState,
+    pub(crate) due: DueCache,
     pub(crate) stats: Counters,
     pub(crate) shutdown: Shutdown,
 }

@@ -53,6 +53,7 @@ mod call;
 pub mod config;
 mod connect;
 mod dispatch;
+mod due;
 mod engine;
 pub mod ownership;
 pub mod router;

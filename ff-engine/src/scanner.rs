@@ -1,7 +1,8 @@
 //! The scanner framework and the engine's scanners (DESIGN §6).
 //!
 //! A scanner is a name, a job and an interval. One supervised task per scanner runs *cycles*:
-//! sleep the interval (jittered), then visit every partition this instance owns. A cycle never
+//! sleep the interval (jittered), then visit every partition this instance owns that has
+//! something due for it, as the shared `due_summary` says (see [`crate::due`]). A cycle never
 //! overlaps the previous one (one task, one cycle at a time), stops taking new partitions on
 //! shutdown, and reports per cycle: items processed, errors, backlog left, duration.
 //!
@@ -175,11 +176,18 @@ pub(crate) async fn cycle(shared: &Shared, scanner: &Scanner) {
     let mut state = scanner.state.lock().await;
     let mut totals = CycleTotals::default();
     let owned = shared.owned();
+    let due = shared.due.view(shared).await;
     for &partition in owned.iter() {
         if shared.shutdown.is_set() {
             break;
         }
         if state.partitions.is_waiting(&partition) {
+            continue;
+        }
+        if due
+            .as_ref()
+            .is_some_and(|view| !view.is_due(partition, scanner.job))
+        {
             continue;
         }
         match scanner.job {

@@ -45,7 +45,7 @@ use crate::id::{ExecutionId, FlowId, InstanceId};
 use crate::limits;
 use crate::ownership::{InstanceInfo, PartitionGrant, PartitionOwner};
 use crate::partition::{Partition, PartitionConfig};
-use crate::scan::{ScanReport, ScanRequest};
+use crate::scan::{DueSummary, ScanReport, ScanRequest};
 use crate::snapshot::{ExecutionSnapshot, ExecutionSummary, FlowSnapshot, ListQuery, Page};
 use crate::time::Timestamp;
 
@@ -302,6 +302,10 @@ impl EngineBackend for MemoryBackend {
 
     async fn scan(&self, request: &ScanRequest) -> Result<ScanReport, EngineError> {
         self.with_state(|state, now| state.scan(request, now, &mut rand::random::<f64>))
+    }
+
+    async fn due_summary(&self, partitions: &[Partition]) -> Result<DueSummary, EngineError> {
+        self.with_state(|state, now| state.due_summary(partitions, now))
     }
 
     async fn heartbeat_instance(

@@ -5,7 +5,8 @@ use std::ops::Bound;
 
 use crate::error::EngineError;
 use crate::id::{ExecutionId, FlowId};
-use crate::scan::{ScanCursor, ScanKind, ScanReport, ScanRequest};
+use crate::partition::Partition;
+use crate::scan::{DueSummary, PartitionDue, ScanCursor, ScanKind, ScanReport, ScanRequest};
 use crate::state::{AttemptOutcome, ExecutionState};
 use crate::time::Timestamp;
 
@@ -171,6 +172,35 @@ impl State {
         };
         self.drain_inline(now);
         Ok(report)
+    }
+
+    pub(super) fn due_summary(
+        &self,
+        partitions: &[Partition],
+        now: Timestamp,
+    ) -> Result<DueSummary, EngineError> {
+        for partition in partitions {
+            self.config.check(*partition)?;
+        }
+        let head = |set: &BTreeSet<(Timestamp, ExecutionId)>| set.first().map(|(at, _)| *at);
+        let partitions = partitions
+            .iter()
+            .map(|&partition| {
+                let index = self.partition(partition);
+                PartitionDue {
+                    partition,
+                    lease_expiry: head(&index.leases),
+                    delayed: head(&index.delayed),
+                    attempt_timeout: head(&index.timeouts),
+                    deadline: head(&index.deadlines),
+                    // Flow cancels are never deferred here.
+                    cancel_backlog: None,
+                    finished: index.terminal.first().map(|(at, _)| *at),
+                    completions: index.completions.values().next().map(|e| e.recorded_at),
+                }
+            })
+            .collect();
+        Ok(DueSummary { now, partitions })
     }
 
     /// Retention: removes a terminal standalone execution, or a finished flow with every

@@ -1,5 +1,5 @@
-//! A fault injector around the real in-memory backend: delegates every method, and panics
-//! where a test arms it. Not a mock: every call that does not panic is the real backend's.
+//! A fault injector around the real in-memory backend: delegates every method, counts the
+//! scanner calls, and panics where a test arms it. Not a mock: every call that does not panic is the real backend's.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,6 +17,10 @@ pub(crate) struct Faults {
     pub(crate) scan: Mutex<Option<(Partition, ScanKind)>>,
     /// `subscribe_hints` panics this many more times.
     pub(crate) subscribe_panics: AtomicU32,
+    /// `scan` calls so far.
+    pub(crate) scans: AtomicU32,
+    /// `due_summary` calls so far.
+    pub(crate) due_summaries: AtomicU32,
 }
 
 #[derive(Debug)]
@@ -136,7 +140,12 @@ impl EngineBackend for Faulty {
                 request.kind, request.partition
             );
         }
+        self.faults.scans.fetch_add(1, Ordering::Relaxed);
         self.inner.scan(request).await
+    }
+    async fn due_summary(&self, partitions: &[Partition]) -> Result<DueSummary, EngineError> {
+        self.faults.due_summaries.fetch_add(1, Ordering::Relaxed);
+        self.inner.due_summary(partitions).await
     }
     async fn heartbeat_instance(
         &self,

@@ -4,6 +4,7 @@
 mod common;
 mod fan_out;
 mod faulty;
+mod idle;
 mod isolation;
 mod ownership;
 mod shutdown;

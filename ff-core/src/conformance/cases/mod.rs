@@ -248,6 +248,11 @@ pub fn cases() -> Vec<Case> {
             reads::scan_cursor_continues
         ),
         case!(
+            "reads::due_summary_bounds",
+            Always,
+            reads::due_summary_bounds
+        ),
+        case!(
             "ownership::partition_ownership",
             Always,
             ownership::partition_ownership

@@ -352,3 +352,59 @@ pub(crate) async fn scan_cursor_continues(ctx: TestContext) -> CaseResult {
     );
     Ok(())
 }
+
+/// `due_summary` never reports an index's work later than it falls due, names the partitions
+/// in request order, and rejects partitions outside the config.
+pub(crate) async fn due_summary_bounds(ctx: TestContext) -> CaseResult {
+    let lane = ctx.lane("due");
+    let delayed = ctx
+        .create(&spec(&lane, "later").with_delay(Duration::from_secs(3600)))
+        .await?;
+    let running_id = ctx
+        .create(&spec(&lane, "now").with_deadline(Duration::from_secs(7200)))
+        .await?;
+    let running = ctx
+        .claim_one_with(
+            ClaimRequest::new(ctx.worker(), lane.clone()).with_lease_ttl(Duration::from_secs(600)),
+        )
+        .await?;
+    ensure_eq!(running.id(), running_id, "the ready execution is claimed");
+    let available_at = ctx.describe(&delayed).await?.available_at;
+    let partitions = [delayed.partition(), running_id.partition()];
+    let summary = ctx.backend().due_summary(&partitions).await?;
+    ensure_eq!(
+        summary
+            .partitions
+            .iter()
+            .map(|p| p.partition)
+            .collect::<Vec<_>>(),
+        partitions.to_vec(),
+        "one entry per requested partition, in request order"
+    );
+    let first = summary.partitions[0];
+    ensure!(
+        first.delayed.is_some() && first.delayed <= available_at,
+        "delayed work is reported no later than its available_at: {first:?} vs {available_at:?}"
+    );
+    let second = summary.partitions[1];
+    ensure!(
+        second
+            .lease_expiry
+            .is_some_and(|at| at <= running.lease_expires_at),
+        "a lease is reported no later than it expires: {second:?} vs {}",
+        running.lease_expires_at
+    );
+    ensure!(
+        second.deadline.is_some() && second.deadline <= running.deadline,
+        "a deadline is reported no later than it passes: {second:?} vs {:?}",
+        running.deadline
+    );
+    let outside = crate::partition::Partition(ctx.config().partitions);
+    let error = ctx.backend().due_summary(&[outside]).await;
+    expect_err!(
+        error,
+        EngineError::Validation { .. },
+        "a partition outside the config"
+    );
+    Ok(())
+}
