@@ -3,12 +3,22 @@
 //! | scheme | backend | feature |
 //! |---|---|---|
 //! | `memory://` | the embedded in-memory backend (one per call; state lives in the process) | `memory` (default) |
-//! | `valkey://`, `valkeys://`, `redis://`, `rediss://` | Valkey | `valkey` |
+//! | `valkey://`, `valkeys://`, `redis://`, `rediss://` | Valkey, standalone or cluster | `valkey` |
 //! | `postgres://`, `postgresql://` | Postgres | `postgres` |
 //!
-//! `memory://` takes two optional query parameters: `partitions` (default 256) and
-//! `inline_cascade_limit` (default [`ff_core::memory::DEFAULT_INLINE_CASCADE_LIMIT`]; 0 sends
-//! every completion through the engine's dispatch loop): `memory://?partitions=16&inline_cascade_limit=0`.
+//! FlowFabric's own settings travel as query parameters, which are removed before the rest of
+//! the URL reaches the backend's client library:
+//!
+//! - every backend: `partitions` (default 256; stored by a server backend on first start and
+//!   checked on every start);
+//! - `memory://`: `inline_cascade_limit` (default
+//!   [`ff_core::memory::DEFAULT_INLINE_CASCADE_LIMIT`]; 0 sends every completion through the
+//!   engine's dispatch loop) — `memory://?partitions=16&inline_cascade_limit=0`;
+//! - Valkey: `namespace` (separates deployments sharing a server), `cluster=true` (the host is
+//!   a cluster seed) and `seeds=host:port,host:port` (more seeds) —
+//!   `valkey://10.0.0.1:6379?cluster=true&seeds=10.0.0.2:6379&namespace=billing`;
+//! - Postgres: `schema` (default `flowfabric`), `pool_size` —
+//!   `postgres://app@db.internal/app?schema=jobs&pool_size=32`.
 
 use std::sync::Arc;
 
@@ -26,12 +36,11 @@ pub async fn connect(url: &str) -> Result<Arc<dyn EngineBackend>, EngineError> {
             format!("{url:?} has no scheme; expected e.g. memory://, valkey://host:6379, postgres://host/db"),
         )
     })?;
-    match scheme.to_ascii_lowercase().as_str() {
+    let scheme = scheme.to_ascii_lowercase();
+    match scheme.as_str() {
         "memory" => memory(rest),
-        // The Valkey backend plugs in here (feature `valkey`).
-        "valkey" | "valkeys" | "redis" | "rediss" => Err(not_compiled(scheme, "valkey")),
-        // The Postgres backend plugs in here (feature `postgres`).
-        "postgres" | "postgresql" => Err(not_compiled(scheme, "postgres")),
+        "valkey" | "valkeys" | "redis" | "rediss" => valkey(&scheme, rest).await,
+        "postgres" | "postgresql" => postgres(&scheme, rest).await,
         other => Err(EngineError::validation(
             "url",
             format!(
@@ -41,57 +50,172 @@ pub async fn connect(url: &str) -> Result<Arc<dyn EngineBackend>, EngineError> {
     }
 }
 
+#[cfg_attr(
+    all(feature = "memory", feature = "valkey", feature = "postgres"),
+    allow(dead_code)
+)]
 fn not_compiled(scheme: &str, feature: &str) -> EngineError {
     EngineError::Config(format!(
         "the {feature} backend ({scheme}://) is not compiled into this build; enable feature `{feature}` of ff-engine"
     ))
 }
 
-#[cfg(feature = "memory")]
-fn memory(rest: &str) -> Result<Arc<dyn EngineBackend>, EngineError> {
-    use ff_core::PartitionConfig;
-    use ff_core::memory::MemoryBackend;
+/// A URL's query split into FlowFabric's own parameters (taken out one by one) and the rest,
+/// which goes to the backend's client library untouched.
+struct UrlParams<'a> {
+    base: &'a str,
+    pairs: Vec<(&'a str, &'a str)>,
+}
 
-    let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if !host.trim_end_matches('/').is_empty() {
-        return Err(EngineError::validation(
-            "url",
-            format!("memory:// takes no host or path, got {host:?}"),
-        ));
+// Which items are used depends on the backends compiled in.
+#[cfg_attr(
+    not(any(feature = "memory", feature = "valkey", feature = "postgres")),
+    allow(dead_code)
+)]
+impl<'a> UrlParams<'a> {
+    fn parse(rest: &'a str) -> Self {
+        let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let pairs = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .collect();
+        UrlParams { base, pairs }
     }
-    let mut partitions = PartitionConfig::default();
-    let mut builder = MemoryBackend::builder();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("partitions", value)) => {
-                let count: u16 = value.parse().map_err(|_| {
-                    EngineError::validation(
-                        "url",
-                        format!("partitions={value:?} is not a number in 1..=65535"),
-                    )
-                })?;
-                partitions = PartitionConfig::new(count)?;
-            }
-            Some(("inline_cascade_limit", value)) => {
-                let limit: u32 = value.parse().map_err(|_| {
-                    EngineError::validation(
-                        "url",
-                        format!("inline_cascade_limit={value:?} is not a non-negative number"),
-                    )
-                })?;
-                builder = builder.inline_cascade_limit(limit);
-            }
-            _ => {
-                return Err(EngineError::validation(
-                    "url",
-                    format!(
-                        "unknown memory:// parameter {pair:?}; known: partitions, inline_cascade_limit"
-                    ),
-                ));
-            }
+
+    /// Removes and returns parameter `name`.
+    fn take(&mut self, name: &str) -> Option<&'a str> {
+        let index = self.pairs.iter().position(|(k, _)| *k == name)?;
+        Some(self.pairs.remove(index).1)
+    }
+
+    /// Removes `name` and parses it, naming it in the error.
+    fn take_parsed<T: std::str::FromStr>(
+        &mut self,
+        name: &str,
+        what: &str,
+    ) -> Result<Option<T>, EngineError> {
+        self.take(name)
+            .map(|value| {
+                value.parse().map_err(|_| {
+                    EngineError::validation("url", format!("{name}={value:?} is not {what}"))
+                })
+            })
+            .transpose()
+    }
+
+    fn partitions(&mut self) -> Result<ff_core::PartitionConfig, EngineError> {
+        match self.take_parsed::<u16>("partitions", "a number in 1..=65535")? {
+            Some(count) => ff_core::PartitionConfig::new(count),
+            None => Ok(ff_core::PartitionConfig::default()),
         }
     }
-    Ok(Arc::new(builder.partitions(partitions).build()))
+
+    /// The URL for the client library: the base plus every parameter not taken.
+    #[cfg_attr(not(any(feature = "valkey", feature = "postgres")), allow(dead_code))]
+    fn passthrough(&self, scheme: &str) -> String {
+        let mut url = format!("{scheme}://{}", self.base);
+        for (i, (k, v)) in self.pairs.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(k);
+            if !v.is_empty() {
+                url.push('=');
+                url.push_str(v);
+            }
+        }
+        url
+    }
+}
+
+#[cfg(feature = "memory")]
+fn memory(rest: &str) -> Result<Arc<dyn EngineBackend>, EngineError> {
+    use ff_core::memory::MemoryBackend;
+
+    let mut params = UrlParams::parse(rest);
+    if !params.base.trim_end_matches('/').is_empty() {
+        return Err(EngineError::validation(
+            "url",
+            format!("memory:// takes no host or path, got {:?}", params.base),
+        ));
+    }
+    let mut builder = MemoryBackend::builder().partitions(params.partitions()?);
+    if let Some(limit) =
+        params.take_parsed::<u32>("inline_cascade_limit", "a non-negative number")?
+    {
+        builder = builder.inline_cascade_limit(limit);
+    }
+    if let Some((name, _)) = params.pairs.first() {
+        return Err(EngineError::validation(
+            "url",
+            format!(
+                "unknown memory:// parameter {name:?}; known: partitions, inline_cascade_limit"
+            ),
+        ));
+    }
+    Ok(Arc::new(builder.build()))
+}
+
+#[cfg(feature = "valkey")]
+async fn valkey(scheme: &str, rest: &str) -> Result<Arc<dyn EngineBackend>, EngineError> {
+    use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
+
+    let mut params = UrlParams::parse(rest);
+    let partitions = params.partitions()?;
+    let namespace = params.take("namespace");
+    let cluster = params.take_parsed::<bool>("cluster", "true or false")?;
+    let seeds = params.take("seeds");
+    let main = params.passthrough(scheme);
+    let mut config = match (cluster.unwrap_or(false), seeds) {
+        (true, seeds) => ValkeyConfig::cluster(
+            std::iter::once(main).chain(
+                seeds
+                    .into_iter()
+                    .flat_map(|s| s.split(','))
+                    .filter(|s| !s.is_empty())
+                    .map(|seed| format!("{scheme}://{seed}")),
+            ),
+        ),
+        (false, None) => ValkeyConfig::standalone(main),
+        (false, Some(_)) => {
+            return Err(EngineError::validation(
+                "url",
+                "seeds=... is only meaningful with cluster=true",
+            ));
+        }
+    }
+    .with_partitions(partitions);
+    if let Some(namespace) = namespace {
+        config = config.with_namespace(namespace);
+    }
+    Ok(Arc::new(ValkeyBackend::connect(config).await?))
+}
+
+#[cfg(not(feature = "valkey"))]
+async fn valkey(scheme: &str, _rest: &str) -> Result<Arc<dyn EngineBackend>, EngineError> {
+    Err(not_compiled(scheme, "valkey"))
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(scheme: &str, rest: &str) -> Result<Arc<dyn EngineBackend>, EngineError> {
+    use ff_backend_postgres::{PostgresBackend, PostgresConfig};
+
+    let mut params = UrlParams::parse(rest);
+    let partitions = params.partitions()?;
+    let schema = params.take("schema");
+    let pool_size = params.take_parsed::<usize>("pool_size", "a number of connections")?;
+    let mut config = PostgresConfig::new(params.passthrough(scheme)).with_partitions(partitions);
+    if let Some(schema) = schema {
+        config = config.with_schema(schema);
+    }
+    if let Some(size) = pool_size {
+        config = config.with_pool_size(size);
+    }
+    Ok(Arc::new(PostgresBackend::connect(config).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres(scheme: &str, _rest: &str) -> Result<Arc<dyn EngineBackend>, EngineError> {
+    Err(not_compiled(scheme, "postgres"))
 }
 
 #[cfg(not(feature = "memory"))]
@@ -103,18 +227,36 @@ fn memory(_rest: &str) -> Result<Arc<dyn EngineBackend>, EngineError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn own_parameters_are_taken_out_of_the_url() {
+        let mut params =
+            UrlParams::parse("app@db:5432/app?schema=jobs&sslmode=disable&partitions=16");
+        assert_eq!(params.take("schema"), Some("jobs"));
+        assert_eq!(params.partitions().ok().map(|p| p.partitions), Some(16));
+        assert_eq!(
+            params.passthrough("postgres"),
+            "postgres://app@db:5432/app?sslmode=disable"
+        );
+        let mut bad = UrlParams::parse("h?partitions=0");
+        assert!(bad.partitions().is_err());
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn schemes() {
         let err = connect("mysql://db").await.expect_err("unknown scheme");
         assert_eq!(err.validation_field(), Some("url"));
         let err = connect("localhost:6379").await.expect_err("no scheme");
         assert_eq!(err.validation_field(), Some("url"));
-        for url in ["valkey://127.0.0.1:6379", "postgres://localhost/ff"] {
-            assert!(
-                matches!(connect(url).await, Err(EngineError::Config(_))),
-                "{url}"
-            );
-        }
+        #[cfg(not(feature = "valkey"))]
+        assert!(matches!(
+            connect("valkey://127.0.0.1:6379").await,
+            Err(EngineError::Config(_))
+        ));
+        #[cfg(not(feature = "postgres"))]
+        assert!(matches!(
+            connect("postgres://localhost/ff").await,
+            Err(EngineError::Config(_))
+        ));
     }
 
     #[cfg(feature = "memory")]

@@ -30,7 +30,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
-use crate::interrupt;
+use crate::{interrupt, paths, services};
 
 /// Arguments of `cargo xtask demo`.
 #[derive(clap::Args, Debug, Clone)]
@@ -70,8 +70,9 @@ pub struct DemoArgs {
     /// Simulated work per execution, in microseconds (0: none).
     #[arg(long, default_value_t = 0)]
     pub work_us: u64,
-    /// `memory`, or a backend URL (`memory://?partitions=64`; `valkey://…` and
-    /// `postgres://…` in builds with those backends).
+    /// `memory` (the embedded default), `valkey` or `postgres` (a throwaway local server is
+    /// started for the demo and stopped after it), or a backend URL (`memory://?partitions=64`,
+    /// `valkey://127.0.0.1:6379`, `postgres://postgres@127.0.0.1:5432/postgres`).
     #[arg(long, default_value = "memory")]
     pub backend: String,
 }
@@ -99,17 +100,62 @@ fn validate(args: &DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(backend: &str) -> anyhow::Result<Arc<dyn EngineBackend>> {
-    let url = if backend == "memory" {
-        "memory://"
-    } else if backend.contains("://") {
-        backend
-    } else {
-        bail!("unknown backend {backend:?}: use `memory` or a URL such as memory://?partitions=64");
+/// Connects to the backend `--backend` names; for `valkey` and `postgres`, first starts a
+/// throwaway local server, returned so the caller stops it when the demo ends.
+async fn connect(
+    backend: &str,
+) -> anyhow::Result<(Arc<dyn EngineBackend>, Option<services::Services>)> {
+    let (url, server) = match backend {
+        "memory" => ("memory://".to_string(), None),
+        "valkey" | "postgres" => {
+            let selection = services::Selection {
+                valkey: backend == "valkey",
+                valkey_cluster: false,
+                postgres: backend == "postgres",
+            };
+            let root = paths::target_dir()
+                .join("services-demo")
+                .join(format!("run-{}", std::process::id()));
+            eprintln!("starting a throwaway {backend} server for the demo ...");
+            let server = tokio::task::spawn_blocking(move || {
+                services::start(&selection, &root, services::Durability::Throwaway)
+            })
+            .await
+            .context("starting the demo's server")??;
+            let urls = server.urls();
+            let url = urls
+                .valkey
+                .clone()
+                .or_else(|| urls.postgres.clone())
+                .context("the started server has no URL")?;
+            (url, Some(server))
+        }
+        url if url.contains("://") => (url.to_string(), None),
+        other => bail!(
+            "unknown backend {other:?}: use memory, valkey, postgres or a URL such as memory://?partitions=64"
+        ),
     };
-    ff_engine::connect(url)
+    let connected = ff_engine::connect(&url)
         .await
-        .with_context(|| format!("connecting to {url}"))
+        .with_context(|| format!("connecting to {url}"));
+    match connected {
+        Ok(backend) => Ok((backend, server)),
+        Err(error) => {
+            if let Some(server) = server {
+                stop_server(server);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Stops the demo's throwaway server and removes its data.
+fn stop_server(server: services::Services) {
+    let root = server.root().to_path_buf();
+    if let Err(error) = server.stop() {
+        eprintln!("warning: stopping the demo's server: {error:#}");
+    }
+    let _ = std::fs::remove_dir_all(root);
 }
 
 /// What the handlers record while the workload runs.
@@ -248,7 +294,17 @@ struct Tally {
 }
 
 async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
-    let backend = connect(&args.backend).await?;
+    let (backend, server) = connect(&args.backend).await?;
+    let outcome = run_with(args, backend).await;
+    if let Some(server) = server {
+        tokio::task::spawn_blocking(move || stop_server(server))
+            .await
+            .context("stopping the demo's server")?;
+    }
+    outcome
+}
+
+async fn run_with(args: DemoArgs, backend: Arc<dyn EngineBackend>) -> anyhow::Result<()> {
     let partitions = backend.partition_config().partitions;
     let mut engines = Vec::new();
     for _ in 0..args.engines {
