@@ -1,0 +1,157 @@
+//! Embedded, ordered migrations.
+//!
+//! Each migration is a SQL file under `migrations/`, compiled into the binary. At connect, one
+//! transaction takes a transaction-level advisory lock derived from the schema name (so two
+//! processes starting at once on a fresh database do not race), creates the schema and the
+//! version table if needed, refuses a schema whose recorded version is newer than this code,
+//! applies the missing migrations in order, records each, and stores or checks the partition
+//! count — all or nothing.
+
+use ff_core::{EngineError, PartitionConfig};
+
+use crate::db::Db;
+use crate::pg_error::{from_pg, from_pool};
+
+/// One migration.
+struct Migration {
+    version: i32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "schema",
+        sql: include_str!("../migrations/0001_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "functions",
+        sql: include_str!("../migrations/0002_functions.sql"),
+    },
+];
+
+/// The schema version this code writes and understands.
+pub const SCHEMA_VERSION: i32 = 2;
+
+/// A stable 64-bit key for the advisory lock of one schema (FNV-1a).
+fn lock_key(schema: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"flowfabric.migrate:".iter().chain(schema.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// Brings `schema` up to [`SCHEMA_VERSION`] and checks the partition count.
+pub(crate) async fn migrate(
+    db: &Db,
+    schema: &str,
+    partitions: PartitionConfig,
+) -> Result<(), EngineError> {
+    let mut client = db.pool().get().await.map_err(from_pool)?;
+    let tx = client.transaction().await.map_err(from_pg)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)])
+        .await
+        .map_err(from_pg)?;
+    // `schema` is checked to be a plain identifier (config::check_schema_name).
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         SET LOCAL search_path TO {schema};
+         CREATE TABLE IF NOT EXISTS ff_schema_version (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+         );"
+    ))
+    .await
+    .map_err(from_pg)?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM ff_schema_version",
+            &[],
+        )
+        .await
+        .map_err(from_pg)?
+        .get(0);
+    if current > SCHEMA_VERSION {
+        return Err(EngineError::Config(format!(
+            "schema {schema} is at version {current}, newer than this code's version \
+             {SCHEMA_VERSION}: upgrade ff-backend-postgres"
+        )));
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        tracing::info!(
+            schema,
+            version = migration.version,
+            name = migration.name,
+            "applying migration"
+        );
+        tx.batch_execute(migration.sql).await.map_err(|e| {
+            let err = from_pg(e);
+            EngineError::Config(format!(
+                "migration {} ({}) failed on schema {schema}: {err}",
+                migration.version, migration.name
+            ))
+        })?;
+        tx.execute(
+            "INSERT INTO ff_schema_version (version, name) VALUES ($1, $2)",
+            &[&migration.version, &migration.name],
+        )
+        .await
+        .map_err(from_pg)?;
+    }
+    let wanted = partitions.partitions.to_string();
+    tx.execute(
+        "INSERT INTO ff_meta (key, value) VALUES ('partitions', $1) ON CONFLICT (key) DO NOTHING",
+        &[&wanted],
+    )
+    .await
+    .map_err(from_pg)?;
+    let stored: String = tx
+        .query_one("SELECT value FROM ff_meta WHERE key = 'partitions'", &[])
+        .await
+        .map_err(from_pg)?
+        .get(0);
+    if stored != wanted {
+        return Err(EngineError::Config(format!(
+            "schema {schema} was created with {stored} partitions; this backend is configured \
+             with {wanted}. The partition count is fixed for the life of a deployment"
+        )));
+    }
+    tx.commit().await.map_err(from_pg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_ordered_and_complete() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i32::try_from(i + 1).unwrap());
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
+        assert_ne!(lock_key("a"), lock_key("b"));
+    }
+
+    /// `ff_complete` and `ff_fail` inline the claim statement of `ff_claim` (with the call's
+    /// clock `v_now`); the three copies must stay identical.
+    #[test]
+    fn inlined_claims_match_ff_claim() {
+        let sql = MIGRATIONS[1].sql;
+        let normalize = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let start = sql.find("CREATE FUNCTION ff_claim(").unwrap();
+        let body_start = start + sql[start..].find("WITH pick AS (").unwrap();
+        let body_end = body_start + sql[body_start..].find("x.part;").unwrap();
+        let claim = normalize(&sql[body_start..body_end]).replace("p_now", "v_now");
+        let all = normalize(sql);
+        assert_eq!(
+            all.matches(&claim).count(),
+            2,
+            "inlined claim statements differ"
+        );
+    }
+}
