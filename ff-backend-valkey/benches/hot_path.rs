@@ -347,18 +347,341 @@ async fn cascade_latency(url: &str, samples: usize) -> (Duration, Duration, Dura
     )
 }
 
+/// `INFO commandstats` as command → (calls, usec).
+async fn commandstats(b: &ValkeyBackend) -> std::collections::HashMap<String, (u64, u64)> {
+    let mut info = redis::cmd("INFO");
+    info.arg("commandstats");
+    let text = match b.raw_command(&info).await.expect("INFO commandstats") {
+        Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO answer {other:?}"),
+    };
+    let mut out = std::collections::HashMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("cmdstat_") else {
+            continue;
+        };
+        let Some((name, fields)) = rest.split_once(':') else {
+            continue;
+        };
+        let field = |f: &str| -> u64 {
+            fields
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(f)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        out.insert(name.to_string(), (field("calls"), field("usec")));
+    }
+    out
+}
+
+/// The server's CPU time so far (user + system, all threads), in microseconds.
+async fn server_cpu_us(b: &ValkeyBackend) -> f64 {
+    let mut info = redis::cmd("INFO");
+    info.arg("cpu");
+    let text = match b.raw_command(&info).await.expect("INFO cpu") {
+        Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO answer {other:?}"),
+    };
+    let field = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    (field("used_cpu_user:") + field("used_cpu_sys:")) * 1e6
+}
+
+/// This process's CPU time so far (user + system, all threads), in microseconds (10 ms
+/// resolution: `/proc/self/stat`).
+fn client_cpu_us() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) * 1e4
+}
+
+/// With `FF_BENCH_CALLGRIND_PID` naming a server run under `valgrind --tool=callgrind`
+/// (`--callgrind-out-file=<file>` with `FF_BENCH_CALLGRIND_OUT=<file>`): zeroes its counters.
+/// Instruction counts do not depend on the machine's load, unlike times.
+fn callgrind_zero() {
+    if let Ok(pid) = std::env::var("FF_BENCH_CALLGRIND_PID") {
+        let _ = std::process::Command::new("callgrind_control")
+            .args(["-z", &pid])
+            .output();
+    }
+}
+
+/// Dumps the callgrind counters since [`callgrind_zero`] and returns the instructions the
+/// server executed, or `None` without callgrind.
+fn callgrind_instructions() -> Option<f64> {
+    let pid = std::env::var("FF_BENCH_CALLGRIND_PID").ok()?;
+    let out = std::env::var("FF_BENCH_CALLGRIND_OUT").ok()?;
+    let _ = std::fs::remove_file(&out);
+    std::process::Command::new("callgrind_control")
+        .args(["-d", &pid])
+        .output()
+        .ok()?;
+    // The dump is written as `<out>.<n>` (or `<out>` for the first): take the newest.
+    let dir = std::path::Path::new(&out).parent()?;
+    let stem = std::path::Path::new(&out)
+        .file_name()?
+        .to_str()?
+        .to_string();
+    let newest = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&stem)))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())?;
+    let text = std::fs::read_to_string(newest.path()).ok()?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Runs `op` (which sends `n` FCALLs of one function) and prints the server time per FCALL and
+/// the commands the function ran per call (from the `INFO commandstats` delta; the server must
+/// be otherwise idle).
+async fn anatomy_of<F: std::future::Future<Output = ()>>(
+    b: &ValkeyBackend,
+    what: &str,
+    n: u64,
+    op: F,
+) {
+    let before = commandstats(b).await;
+    let cpu_before = server_cpu_us(b).await;
+    callgrind_zero();
+    op.await;
+    let instructions = callgrind_instructions();
+    let cpu = server_cpu_us(b).await - cpu_before;
+    let after = commandstats(b).await;
+    let mut inner: Vec<(String, u64)> = Vec::new();
+    let mut fcall = (0u64, 0u64);
+    for (name, (calls, usec)) in &after {
+        let (c0, u0) = before.get(name).copied().unwrap_or((0, 0));
+        let dc = calls - c0;
+        if name == "fcall" {
+            fcall = (dc, usec - u0);
+        } else if name != "info" && dc > 0 {
+            inner.push((name.clone(), dc));
+        }
+    }
+    inner.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let total: u64 = inner.iter().map(|(_, c)| c).sum();
+    let per = |c: u64| c as f64 / n as f64;
+    let detail: Vec<String> = inner
+        .iter()
+        .map(|(name, c)| format!("{name} {:.2}", per(*c)))
+        .collect();
+    let instructions = instructions
+        .map(|i| format!(", {:.0}k server instructions/op", i / n as f64 / 1000.0))
+        .unwrap_or_default();
+    println!(
+        "  {what:<34} {:>6.1} us/FCALL, server CPU {:>5.1} us/op{instructions} ({:.2} FCALLs/op), \
+         {:>5.2} commands/op: {}",
+        fcall.1 as f64 / fcall.0.max(1) as f64,
+        cpu / n as f64,
+        per(fcall.0),
+        per(total),
+        detail.join(", ")
+    );
+}
+
+/// Server time and commands per hot-path operation, each measured alone (one client task, so
+/// the numbers are the function's own cost, not queueing).
+async fn anatomy(url: &str, n: usize) {
+    use ff_core::{FailRequest, Failure, RetryPolicy};
+    let b = backend(url, "anatomy").await;
+    let l = lane("anat");
+    let worker = WorkerId::random();
+    let claim = ClaimRequest::new(worker.clone(), l.clone());
+    let spec = ExecutionSpec::new(l.clone(), vec![7; 4096]);
+    let retry_spec = spec
+        .clone()
+        .with_retry(RetryPolicy::fixed(3, Duration::ZERO));
+    let count = n as u64;
+    println!(
+        "anatomy ({n} of each, one client): server time per FCALL (commandstats), server CPU per \
+         operation (INFO cpu, includes the network round trip), commands per operation"
+    );
+    // Warm up: the lane exists, sets are non-empty.
+    b.create_execution(&spec).await.expect("create");
+    anatomy_of(&b, "create (4 KiB)", count, async {
+        for _ in 0..n {
+            b.create_execution(&spec).await.expect("create");
+        }
+    })
+    .await;
+    let mut claimed = Vec::new();
+    anatomy_of(&b, "claim (max 1)", count, async {
+        for _ in 0..n {
+            claimed.extend(b.claim(&claim).await.expect("claim"));
+        }
+    })
+    .await;
+    anatomy_of(&b, "complete", count, async {
+        for c in claimed.drain(..) {
+            b.complete(&CompleteRequest::new(c.fence))
+                .await
+                .expect("complete");
+        }
+    })
+    .await;
+    for _ in 0..n + 1 {
+        b.create_execution(&spec).await.expect("create");
+    }
+    let mut current = b.claim(&claim).await.expect("claim");
+    anatomy_of(&b, "complete + claim_next", count, async {
+        for _ in 0..n {
+            // claim_next may look only where it is cheap: claim when it found nothing.
+            let c = match current.pop() {
+                Some(c) => c,
+                None => b
+                    .claim(&claim)
+                    .await
+                    .expect("claim")
+                    .pop()
+                    .expect("work left"),
+            };
+            current = b
+                .complete(&CompleteRequest::new(c.fence).with_claim_next(claim.clone()))
+                .await
+                .expect("complete")
+                .next;
+        }
+    })
+    .await;
+    for c in current.drain(..) {
+        b.complete(&CompleteRequest::new(c.fence))
+            .await
+            .expect("complete");
+    }
+    for _ in 0..n {
+        b.create_execution(&retry_spec).await.expect("create");
+    }
+    for _ in 0..n {
+        claimed.extend(b.claim(&claim).await.expect("claim"));
+    }
+    anatomy_of(&b, "fail (retry at once)", count, async {
+        for c in claimed.drain(..) {
+            b.fail(&FailRequest::new(c.fence, Failure::retryable("boom")))
+                .await
+                .expect("fail");
+        }
+    })
+    .await;
+    anatomy_of(&b, "claim (a retry: 2nd attempt)", count, async {
+        for _ in 0..n {
+            claimed.extend(b.claim(&claim).await.expect("claim"));
+        }
+    })
+    .await;
+    for c in claimed.drain(..) {
+        b.complete(&CompleteRequest::new(c.fence))
+            .await
+            .expect("complete");
+    }
+    let chain_lane = lane("anat-chain");
+    let chain_claim = ClaimRequest::new(worker.clone(), chain_lane.clone());
+    let flows = n / 10;
+    anatomy_of(&b, "create_flow (10-node chain)", flows as u64, async {
+        for _ in 0..flows {
+            b.create_flow(&chain(&chain_lane, 10, &[7; 100]))
+                .await
+                .expect("flow");
+        }
+    })
+    .await;
+    let mut current = b.claim(&chain_claim).await.expect("claim");
+    anatomy_of(
+        &b,
+        "chain node: complete + claim_next",
+        (flows * 10 - 1) as u64,
+        async {
+            for _ in 0..flows * 10 - 1 {
+                let c = match current.pop() {
+                    Some(c) => c,
+                    None => b
+                        .claim(&chain_claim)
+                        .await
+                        .expect("claim")
+                        .pop()
+                        .expect("work left"),
+                };
+                current = b
+                    .complete(&CompleteRequest::new(c.fence).with_claim_next(chain_claim.clone()))
+                    .await
+                    .expect("complete")
+                    .next;
+            }
+        },
+    )
+    .await;
+}
+
 fn report(rt: &tokio::runtime::Runtime, url: &str) {
     rt.block_on(async {
-        let (sub, drain, e2e, fcalls, rts) =
-            flat_run(backend(url, "flat").await, 8000, 16, 4096).await;
-        let (bsub, bdrain, be2e) = bare_list_queue(url, 8000, 16, 4096).await;
+        if std::env::var("FF_BENCH_SKIP_ANATOMY").is_err() {
+            let n = std::env::var("FF_BENCH_ANATOMY_N")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(2000);
+            anatomy(url, n).await;
+        }
+        if std::env::var("FF_BENCH_ANATOMY_ONLY").is_ok() {
+            return;
+        }
+        // Flat and bare alternate, several rounds: the machine is shared, so only ratios
+        // measured side by side mean something.
+        let rounds: usize = std::env::var("FF_BENCH_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(3);
+        let mut ratios = Vec::new();
+        let mut drains = Vec::new();
+        for round in 0..rounds {
+            let b = backend(url, "flat").await;
+            let (cpu0, client0) = (server_cpu_us(&b).await, client_cpu_us());
+            let (sub, drain, e2e, fcalls, rts) = flat_run(b.clone(), 8000, 16, 4096).await;
+            let (cpu1, client1) = (server_cpu_us(&b).await, client_cpu_us());
+            let (bsub, bdrain, be2e) = bare_list_queue(url, 8000, 16, 4096).await;
+            let (cpu2, client2) = (server_cpu_us(&b).await, client_cpu_us());
+            println!(
+                "flat round {round}, 8000 x 4 KiB: submit {sub:.0}/s (bare RPUSH {bsub:.0}/s), \
+                 claim+complete {drain:.0}/s with 16 workers (bare BLMPOP {bdrain:.0}/s), end to \
+                 end {e2e:.0}/s vs bare {be2e:.0}/s = {:.0} %",
+                100.0 * e2e / be2e
+            );
+            println!(
+                "  per execution: server CPU {:.1} us (bare {:.1} us), bench-process CPU {:.1} us \
+                 (bare {:.1} us); {fcalls:.2} FCALLs and {rts:.2} round trips",
+                (cpu1 - cpu0) / 8000.0,
+                (cpu2 - cpu1) / 8000.0,
+                (client1 - client0) / 8000.0,
+                (client2 - client1) / 8000.0,
+            );
+            ratios.push(100.0 * e2e / be2e);
+            drains.push(drain);
+        }
+        ratios.sort_by(f64::total_cmp);
+        drains.sort_by(f64::total_cmp);
+        let drain = drains[drains.len() / 2];
         println!(
-            "flat, 8000 x 4 KiB: submit {sub:.0}/s (bare RPUSH {bsub:.0}/s), claim+complete \
-             {drain:.0}/s with 16 workers (bare BLMPOP {bdrain:.0}/s), end to end {e2e:.0}/s \
-             vs bare {be2e:.0}/s = {:.0} %",
-            100.0 * e2e / be2e
+            "flat vs bare list queue, end to end: median {:.0} % over {rounds} rounds",
+            ratios[ratios.len() / 2]
         );
-        println!("flat: {fcalls:.2} FCALLs and {rts:.2} round trips per execution (create + claim + complete)");
         let (chain_ops, fcalls, rts) = chain_run(backend(url, "chain").await, 100, 16).await;
         println!(
             "10-node chains (100 flows in flight, 16 workers): {chain_ops:.0} node executions/s \

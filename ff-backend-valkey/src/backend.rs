@@ -508,7 +508,7 @@ impl EngineBackend for ValkeyBackend {
             Some(key) => ExecutionId::for_idempotency_key(key, &self.partitions),
             None => ExecutionId::new_standalone(&self.partitions),
         };
-        let mut args = self.offset_args(11);
+        let mut args = self.offset_args(10);
         encode::spec(&mut args, &id.uuid().to_string(), spec, "");
         let p = id.partition();
         // Idempotent at the call level: the id is fixed before the call.
@@ -529,7 +529,7 @@ impl EngineBackend for ValkeyBackend {
             .iter()
             .map(|_| ExecutionId::new_member(&spec.id, &self.partitions))
             .collect();
-        let mut args = self.offset_args(3 + spec.nodes.len() * 16 + spec.edges.len() * 4);
+        let mut args = self.offset_args(3 + spec.nodes.len() * 15 + spec.edges.len() * 4);
         args.str(&spec.id.to_string())
             .num(spec.nodes.len())
             .num(spec.edges.len());
@@ -566,7 +566,7 @@ impl EngineBackend for ValkeyBackend {
             .iter()
             .map(|_| ExecutionId::new_member(flow, &self.partitions))
             .collect();
-        let mut args = self.offset_args(3 + patch.nodes.len() * 16 + patch.edges.len() * 4);
+        let mut args = self.offset_args(3 + patch.nodes.len() * 15 + patch.edges.len() * 4);
         args.str(&flow.to_string())
             .num(patch.nodes.len())
             .num(patch.edges.len());
@@ -618,7 +618,7 @@ impl EngineBackend for ValkeyBackend {
         request.validate()?;
         let id = request.fence.execution_id;
         id.check(&self.partitions)?;
-        let mut args = self.offset_args(12);
+        let mut args = self.offset_args(14);
         args.str(&id.uuid().to_string())
             .str(&request.fence.lease_id.to_string())
             .num(request.fence.epoch)
@@ -635,19 +635,16 @@ impl EngineBackend for ValkeyBackend {
             .call_partition("ff_complete", p, args, idempotent)
             .await?;
         f.status_for(&id)?;
-        let next = Self::partition_claim(p, f.array()?)?;
+        let next = self.claimed_next(p, request.claim_next.as_ref(), f.array()?)?;
         self.finish_effects(p, &mut f).await?;
-        if let Some(claim) = &request.claim_next {
-            self.note_claimed(claim, p, &next);
-        }
-        Ok(Completed { next: next.claimed })
+        Ok(Completed { next })
     }
 
     async fn fail(&self, request: &FailRequest) -> Result<FailOutcome, EngineError> {
         request.validate()?;
         let id = request.fence.execution_id;
         id.check(&self.partitions)?;
-        let mut args = self.offset_args(13);
+        let mut args = self.offset_args(15);
         args.str(&id.uuid().to_string())
             .str(&request.fence.lease_id.to_string())
             .num(request.fence.epoch)
@@ -669,15 +666,9 @@ impl EngineBackend for ValkeyBackend {
             },
             _ => FailDisposition::Failed,
         };
-        let next = Self::partition_claim(p, f.array()?)?;
+        let next = self.claimed_next(p, request.claim_next.as_ref(), f.array()?)?;
         self.finish_effects(p, &mut f).await?;
-        if let Some(claim) = &request.claim_next {
-            self.note_claimed(claim, p, &next);
-        }
-        Ok(FailOutcome {
-            disposition,
-            next: next.claimed,
-        })
+        Ok(FailOutcome { disposition, next })
     }
 
     async fn progress(&self, fence: &Fence, progress: &[u8]) -> Result<(), EngineError> {
@@ -1052,14 +1043,14 @@ impl EngineBackend for ValkeyBackend {
         query.validate()?;
         let p = query.partition;
         self.check_partition(p)?;
+        // The cursor is the library's position '<source>|<score>|<member>|<index>'; the
+        // library checks its form.
         let after = match &query.after {
             None => String::new(),
-            Some(ListCursor(c)) => {
-                c.parse::<u64>().map_err(|_| {
-                    EngineError::validation("after", format!("{c:?} is not a list cursor"))
-                })?;
-                c.clone()
+            Some(ListCursor(c)) if c.is_empty() => {
+                return Err(EngineError::validation("after", "an empty list cursor"));
             }
+            Some(ListCursor(c)) => c.clone(),
         };
         let mut args = Args::with_capacity(4);
         args.str(query.state.as_str())

@@ -1,26 +1,37 @@
 //! Claiming across partitions, and the per-lane index of partitions with claimable work.
 //!
 //! A lane's ready work is spread over every partition, and one script only touches one
-//! partition. So that a worker does not probe empty partitions one round trip at a time, each
-//! lane has an index — a sorted set `ff:<ns>:{lane:<lane>}:parts` under its own hash tag,
-//! member = partition, score = when work there becomes claimable (0 = now, or the earliest
-//! delayed `available_at`). On a cluster a partition script cannot write it (another slot), so
-//! the client maintains it from what each script reports:
+//! partition's slot. So that a worker does not probe empty partitions one round trip at a
+//! time, each lane has an index — a sorted set `ff:<ns>:{lane:<lane>}:parts` under its own
+//! hash tag, member = partition, score = when work there becomes claimable (0 = now, or the
+//! earliest delayed `available_at`). It is touched only on transitions, never in the steady
+//! state of a busy partition:
 //!
-//! - a script that makes work ready (or delayed) on a partition reports the lane when its
-//!   ready set went from empty to non-empty (or a delayed item arrived); the client then sends
-//!   `ZADD LT` — only on those transitions, so a busy partition costs nothing extra, and a
-//!   node readied and claimed inside one call (a chain with `claim_next`) reports nothing;
-//! - a claim that finds a partition without work for the lane removes it (or raises its score
-//!   to the next delayed time) and then re-reads the partition's status and re-adds it if
-//!   work arrived meanwhile. Writers add *after* their script ran and removers re-check
-//!   *after* removing, so every interleaving leaves a partition with work in the index;
-//! - the delayed-promotion scanner reports every lane with work on its partition, which
-//!   repairs an index entry lost to a crash between a script and its `ZADD`.
+//! - a ready set going from empty to non-empty (checked with one `ZCARD` after the `ZADD`)
+//!   sets the partition's score to 0, unless the same call emptied the set again (a chain's
+//!   `claim_next` taking the node it just readied); a delayed execution arriving lowers the
+//!   score to its `available_at` (`ZADD LT`);
+//! - a claim that leaves the lane without work the worker could take re-reads the lane's
+//!   exact status on the partition (ready in any capability set, earliest delayed) and
+//!   removes the entry or moves it to the next delayed time;
+//! - the delayed-promotion scanner sets the entry of every lane with work on its partition,
+//!   which repairs an entry lost to a crash between a script and the client's `ZADD`.
 //!
-//! A claim first tries the partition where the same worker last found work for the lane
-//! (it stays there while the partition keeps yielding), then the index's due partitions in
-//! random order, at most [`MAX_PROBES`] of them.
+//! **Standalone**: the functions write the index themselves, in the same call (no slot rules
+//! forbid it there), and `ff_claim_any` claims across partitions in one FCALL: the worker's
+//! sticky partition first, then the index's due partitions in random order. A claim that takes
+//! a full batch does not count what is left: the worker stays, and the call that finds the
+//! set empty fixes the entry. `complete` / `fail` with `claim_next` do the same after the
+//! execution's own partition.
+//!
+//! **Cluster**: a partition's function cannot write the index (another slot), so it reports
+//! the transitions and the client sends `ZADD LT`; a claim that finds a partition without work
+//! for the lane removes it (or raises its score to the next delayed time), then re-reads the
+//! partition's status and re-adds it if work arrived meanwhile. Writers add *after* their
+//! script ran and removers re-check *after* removing, so every interleaving leaves a partition
+//! with work in the index. A claim first tries the partition where the same worker last found
+//! work for the lane (it stays there while the partition keeps yielding), then the index's due
+//! partitions in random order, at most [`MAX_PROBES`] of them, one FCALL each.
 
 use std::collections::HashSet;
 
@@ -46,17 +57,17 @@ pub(crate) struct PartitionClaim {
 }
 
 impl ValkeyBackend {
-    /// The 7 claim arguments shared by `ff_claim` and the `claim_next` of complete / fail.
+    /// The 9 `claim_next` arguments of complete / fail: has_claim, lane, worker, max, lease
+    /// TTL, capabilities, lease id base, a random number and the most partitions to visit (a
+    /// standalone server continues on other partitions of the lane index when the current one
+    /// runs dry; a cluster stays on the current partition).
     pub(crate) fn claim_args(args: &mut Args, request: Option<&ClaimRequest>) {
         match request {
             None => {
-                args.str("0")
-                    .str("")
-                    .str("")
-                    .str("0")
-                    .str("0")
-                    .str("")
-                    .str("");
+                args.str("0");
+                for _ in 0..8 {
+                    args.str("");
+                }
             }
             Some(r) => {
                 args.str("1")
@@ -65,24 +76,51 @@ impl ValkeyBackend {
                     .num(r.max)
                     .num(ff_core::time::duration_millis(r.lease_ttl))
                     .str(&encode::capabilities(&r.capabilities))
-                    .str(&uuid::Uuid::new_v4().to_string());
+                    .str(&uuid::Uuid::new_v4().to_string())
+                    .num(rand::random::<f64>())
+                    .num(MAX_PROBES + 1);
             }
         }
     }
 
-    /// Decodes `{claimed, ready_left, next_delayed}`.
-    pub(crate) fn partition_claim(
+    /// Decodes the `claim_next` reply `{groups, ready_left, next_delayed, stay}` of a call on
+    /// `partition`, and remembers where the worker should claim next.
+    pub(crate) fn claimed_next(
+        &self,
         partition: Partition,
+        request: Option<&ClaimRequest>,
         mut f: Fields,
-    ) -> Result<PartitionClaim, EngineError> {
-        let claimed = decode::claimed_list(partition, f.array()?)?;
+    ) -> Result<Vec<ClaimedExecution>, EngineError> {
+        let claimed = self.claimed_groups(f.array()?)?;
         let ready_left = f.int()?;
-        let next_delayed = f.int()?;
-        Ok(PartitionClaim {
-            claimed,
-            ready_left,
-            next_delayed,
-        })
+        let _next_delayed = f.int()?;
+        let stay = f.string()?;
+        if let Some(r) = request {
+            let key = (r.worker.clone(), r.lane.clone());
+            if self.conn.is_cluster() {
+                if ready_left > 0 {
+                    self.sticky_set(key, partition);
+                } else {
+                    self.sticky_clear(&key);
+                }
+            } else if stay.is_empty() {
+                self.sticky_clear(&key);
+            } else {
+                self.sticky_set(key, self.partition_named(&stay)?);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// `{{partition, claimed list}, ...}`.
+    fn claimed_groups(&self, mut groups: Fields) -> Result<Vec<ClaimedExecution>, EngineError> {
+        let mut out = Vec::new();
+        while groups.remaining() > 0 {
+            let mut group = groups.array()?;
+            let partition = self.partition_named(&group.string()?)?;
+            out.extend(decode::claimed_list(partition, group.array()?)?);
+        }
+        Ok(out)
     }
 
     /// One `ff_claim` on one partition.
@@ -208,13 +246,7 @@ impl ValkeyBackend {
             .await?;
         let mut f = Fields::new(reply, "ff_claim_any")?;
         f.status("")?;
-        let mut groups = f.array()?;
-        let mut out = Vec::new();
-        while groups.remaining() > 0 {
-            let mut group = groups.array()?;
-            let partition = self.partition_named(&group.string()?)?;
-            out.extend(decode::claimed_list(partition, group.array()?)?);
-        }
+        let out = self.claimed_groups(f.array()?)?;
         let stay = f.string()?;
         if stay.is_empty() {
             self.sticky_clear(&sticky_key);
@@ -230,18 +262,6 @@ impl ValkeyBackend {
             .filter(|i| *i < self.partitions.partitions)
             .map(Partition)
             .ok_or_else(|| EngineError::Corrupt(format!("bad partition {name:?} in a lane index")))
-    }
-
-    /// Remembers where `claim_next` found work, so the worker's next claim starts there.
-    pub(crate) fn note_claimed(
-        &self,
-        request: &ClaimRequest,
-        partition: Partition,
-        got: &PartitionClaim,
-    ) {
-        if !got.claimed.is_empty() || got.ready_left > 0 {
-            self.sticky_set((request.worker.clone(), request.lane.clone()), partition);
-        }
     }
 
     /// Partitions whose index score for `lane` is due (backend clock).

@@ -1,13 +1,11 @@
 //! Building ff-core's result types from the library's replies.
 //!
-//! `ClaimedExecution`, `ExecutionSnapshot` and `FlowSnapshot` are `#[non_exhaustive]`, so
-//! another crate cannot build them with a struct literal; their fields are public, though, so
-//! each is built by cloning a template (made once from its serde form) and assigning every
-//! field.
+//! The execution hash leaves fields at their default unwritten (epoch and attempt 0, priority
+//! 0, the default retry policy, no attempt epoch distinct from the current one): absent fields
+//! decode to those defaults.
 
 use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
-use std::sync::OnceLock;
 
 use ff_core::{
     AttemptOutcome, AttemptRecord, Capability, ClaimedExecution, DependencyGroup, EdgeKind,
@@ -16,69 +14,10 @@ use ff_core::{
     GroupVerdict, Lane, LeaseId, LeaseInfo, NodeKey, OnSatisfied, Partition, Timestamp,
     UpstreamInput, WorkerId,
 };
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::encode;
 use crate::reply::{Fields, parse_reason, parse_state};
-
-fn template<T: serde::de::DeserializeOwned>(value: serde_json::Value, what: &str) -> T {
-    serde_json::from_value(value)
-        .unwrap_or_else(|e| panic!("the {what} template must match ff-core's serde form: {e}"))
-}
-
-fn claimed_template() -> &'static ClaimedExecution {
-    static T: OnceLock<ClaimedExecution> = OnceLock::new();
-    T.get_or_init(|| {
-        template(
-            json!({
-                "fence": {
-                    "execution_id": "{fp:0}:00000000-0000-0000-0000-000000000000",
-                    "lease_id": "00000000-0000-0000-0000-000000000000",
-                    "epoch": 0
-                },
-                "attempt": 0, "lane": "l", "priority": 0, "payload": [], "inputs": [],
-                "flow_id": null, "node_key": null, "lease_expires_at": 0,
-                "attempt_deadline": null, "deadline": null
-            }),
-            "ClaimedExecution",
-        )
-    })
-}
-
-fn snapshot_template() -> &'static ExecutionSnapshot {
-    static T: OnceLock<ExecutionSnapshot> = OnceLock::new();
-    T.get_or_init(|| {
-        template(
-            json!({
-                "id": "{fp:0}:00000000-0000-0000-0000-000000000000",
-                "flow": null,
-                "status": {"state": "ready", "epoch": 0, "attempt": 0, "end_reason": null},
-                "lane": "l", "priority": 0, "required_capabilities": [], "payload": [],
-                "retry": {"max_attempts": 1, "backoff": {"fixed": {"secs": 0, "nanos": 0}}},
-                "created_at": 0, "available_at": null, "deadline": null, "lease": null,
-                "progress": null, "result": null, "finished_at": null, "attempts": []
-            }),
-            "ExecutionSnapshot",
-        )
-    })
-}
-
-fn flow_template() -> &'static FlowSnapshot {
-    static T: OnceLock<FlowSnapshot> = OnceLock::new();
-    T.get_or_init(|| {
-        template(
-            json!({
-                "id": "00000000-0000-0000-0000-000000000000",
-                "state": "running", "cancel_requested": false,
-                "counts": {"total": 0, "terminal": 0, "failing": 0},
-                "created_at": 0, "finished_at": null,
-                "members": [], "edges": [], "groups": []
-            }),
-            "FlowSnapshot",
-        )
-    })
-}
 
 fn corrupt(what: impl std::fmt::Display) -> EngineError {
     EngineError::Corrupt(what.to_string())
@@ -129,31 +68,31 @@ pub(crate) fn claimed(
     let lease_expires_at = ts(f.int()?).ok_or_else(|| corrupt("negative lease expiry"))?;
     let attempt_deadline = ts(f.int()?);
     let deadline = ts(f.int()?);
-    let mut c = claimed_template().clone();
-    c.fence = Fence {
-        execution_id: id,
-        lease_id,
-        epoch,
-    };
-    c.attempt = attempt;
-    c.lane = lane;
-    c.priority = priority;
-    c.payload = payload;
-    c.inputs = inputs;
-    c.flow_id = if flow.is_empty() {
-        None
-    } else {
-        Some(FlowId::from_uuid(uuid(&flow)?))
-    };
-    c.node_key = if node_key.is_empty() {
-        None
-    } else {
-        Some(NodeKey::new(node_key)?)
-    };
-    c.lease_expires_at = lease_expires_at;
-    c.attempt_deadline = attempt_deadline;
-    c.deadline = deadline;
-    Ok(c)
+    Ok(ClaimedExecution {
+        fence: Fence {
+            execution_id: id,
+            lease_id,
+            epoch,
+        },
+        attempt,
+        lane,
+        priority,
+        payload,
+        inputs,
+        flow_id: if flow.is_empty() {
+            None
+        } else {
+            Some(FlowId::from_uuid(uuid(&flow)?))
+        },
+        node_key: if node_key.is_empty() {
+            None
+        } else {
+            Some(NodeKey::new(node_key)?)
+        },
+        lease_expires_at,
+        attempt_deadline,
+        deadline,
+    })
 }
 
 /// A list of claimed executions.
@@ -191,12 +130,17 @@ pub(crate) fn snapshot(id: ExecutionId, mut f: Fields) -> Result<ExecutionSnapsh
     let get = |k: &str| h.get(k).map(String::as_str);
     let need =
         |k: &str| get(k).ok_or_else(|| corrupt(format!("execution {id} has no field {k:?}")));
+    // Epoch, attempt count and priority are not written while 0.
+    let or_zero = |k: &str| get(k).unwrap_or("0");
     let state = parse_state(need("st")?)?;
     let status = ExecutionStatus {
         state,
-        epoch: num(need("ep")?, "epoch")?,
-        attempt: num(need("at")?, "attempt")?,
-        end_reason: get("er").map(parse_reason).transpose()?,
+        epoch: num(or_zero("ep"), "epoch")?,
+        attempt: num(or_zero("at"), "attempt")?,
+        end_reason: match get("er") {
+            Some(er) => Some(parse_reason(er)?),
+            None => implied_end_reason(state),
+        },
     };
     let opt_ts = |k: &str| -> Result<Option<Timestamp>, EngineError> {
         get(k)
@@ -211,6 +155,21 @@ pub(crate) fn snapshot(id: ExecutionId, mut f: Fields) -> Result<ExecutionSnapsh
     }
     let attempt_count: u32 = status.attempt;
     if attempt_count > 0 {
+        // An attempt that ended with its execution has no `an` (the finish time is its end),
+        // and no `ao` when it succeeded (the state says so).
+        let outcome = match get("ao") {
+            Some(o) => Some(
+                AttemptOutcome::from_str(o)
+                    .map_err(|_| corrupt(format!("unknown attempt outcome {o:?}")))?,
+            ),
+            None if state == ff_core::ExecutionState::Succeeded => Some(AttemptOutcome::Succeeded),
+            None => None,
+        };
+        let ended_at = match opt_ts("an")? {
+            Some(at) => Some(at),
+            None if outcome.is_some() => opt_ts("fa")?,
+            None => None,
+        };
         let failure = get("fm").map(|m| Failure {
             message: m.to_string(),
             retryable: get("fr") == Some("1"),
@@ -219,15 +178,14 @@ pub(crate) fn snapshot(id: ExecutionId, mut f: Fields) -> Result<ExecutionSnapsh
             number: attempt_count,
             worker: WorkerId::new(need("wk")?)?,
             lease_id: LeaseId::from_uuid(uuid(need("li")?)?),
-            epoch: num(need("ax")?, "attempt epoch")?,
+            // `ax` is written only once the epoch moved past the attempt's.
+            epoch: match get("ax") {
+                Some(ax) => num(ax, "attempt epoch")?,
+                None => status.epoch,
+            },
             started_at: Timestamp::from_millis(num(need("as")?, "attempt start")?),
-            ended_at: opt_ts("an")?,
-            outcome: get("ao")
-                .map(|o| {
-                    AttemptOutcome::from_str(o)
-                        .map_err(|_| corrupt(format!("unknown attempt outcome {o:?}")))
-                })
-                .transpose()?,
+            ended_at,
+            outcome,
             failure,
         });
     }
@@ -250,28 +208,39 @@ pub(crate) fn snapshot(id: ExecutionId, mut f: Fields) -> Result<ExecutionSnapsh
             caps.insert(Capability::new(cap)?);
         }
     }
-    let mut s = snapshot_template().clone();
-    s.id = id;
-    s.flow = flow;
-    s.status = status;
-    s.lane = Lane::new(need("ln")?)?;
-    s.priority = num(need("pr")?, "priority")?;
-    s.required_capabilities = caps;
-    s.payload = payload;
-    s.retry = encode::retry_policy(need("ma")?, need("bk")?)?;
-    s.created_at = Timestamp::from_millis(num(need("ca")?, "created_at")?);
-    s.available_at = if state == ff_core::ExecutionState::Delayed {
-        opt_ts("aa")?
-    } else {
-        None
-    };
-    s.deadline = opt_ts("dl")?;
-    s.lease = lease;
-    s.progress = progress;
-    s.result = result;
-    s.finished_at = opt_ts("fa")?;
-    s.attempts = attempts;
-    Ok(s)
+    Ok(ExecutionSnapshot {
+        id,
+        flow,
+        status,
+        lane: Lane::new(need("ln")?)?,
+        priority: num(or_zero("pr"), "priority")?,
+        required_capabilities: caps,
+        payload,
+        retry: encode::parse_retry_policy(get("rp"))?,
+        created_at: Timestamp::from_millis(num(need("ca")?, "created_at")?),
+        available_at: if state == ff_core::ExecutionState::Delayed {
+            opt_ts("aa")?
+        } else {
+            None
+        },
+        deadline: opt_ts("dl")?,
+        lease,
+        progress,
+        result,
+        finished_at: opt_ts("fa")?,
+        attempts,
+    })
+}
+
+/// The end reason a final state implies (the library stores `er` only for failed and cancelled
+/// executions).
+fn implied_end_reason(state: ff_core::ExecutionState) -> Option<ff_core::EndReason> {
+    match state {
+        ff_core::ExecutionState::Succeeded => Some(ff_core::EndReason::Completed),
+        ff_core::ExecutionState::Expired => Some(ff_core::EndReason::DeadlineExceeded),
+        ff_core::ExecutionState::Skipped => Some(ff_core::EndReason::DependencyImpossible),
+        _ => None,
+    }
 }
 
 fn archived_attempt(text: &str) -> Result<AttemptRecord, EngineError> {
@@ -354,19 +323,16 @@ pub(crate) fn flow_snapshot(
         let gn = m.string()?;
         let gu = m.string()?;
         let gv = m.string()?;
-        members.push((
-            u,
-            FlowMember {
-                key: key.clone(),
-                execution_id: ExecutionId::from_parts(partition, Uuid::nil()),
-                state,
-                end_reason: if er.is_empty() {
-                    None
-                } else {
-                    Some(parse_reason(&er)?)
-                },
+        members.push(FlowMember {
+            key: key.clone(),
+            execution_id: ExecutionId::from_parts(partition, uuid(&u)?),
+            state,
+            end_reason: if er.is_empty() {
+                None
+            } else {
+                Some(parse_reason(&er)?)
             },
-        ));
+        });
         if !gp.is_empty() {
             groups.push(GroupSnapshot {
                 node: key,
@@ -396,7 +362,7 @@ pub(crate) fn flow_snapshot(
             let i: usize = num(i, "edge end")?;
             members
                 .get(i)
-                .map(|(_, m)| m.key.clone())
+                .map(|m| m.key.clone())
                 .ok_or_else(|| corrupt(format!("edge {rec:?} names member {i}")))
         };
         edges.push(FlowEdge {
@@ -411,29 +377,23 @@ pub(crate) fn flow_snapshot(
             applied,
         });
     }
-    let mut s = flow_template().clone();
-    s.id = id;
-    s.state = FlowState::from_str(&st).map_err(|_| corrupt(format!("flow state {st:?}")))?;
-    s.cancel_requested = cr == "1";
-    s.counts = FlowCounts {
-        total: num(&tt, "total")?,
-        terminal: num(&tm, "terminal")?,
-        failing: num(&fg, "failing")?,
-    };
-    s.created_at = Timestamp::from_millis(num(&ca, "created_at")?);
-    s.finished_at = if fa.is_empty() {
-        None
-    } else {
-        Some(Timestamp::from_millis(num(&fa, "finished_at")?))
-    };
-    s.edges = edges;
-    s.groups = groups;
-    s.members = members
-        .into_iter()
-        .map(|(u, mut m)| {
-            m.execution_id = ExecutionId::from_parts(partition, uuid(&u)?);
-            Ok(m)
-        })
-        .collect::<Result<_, EngineError>>()?;
-    Ok(s)
+    Ok(FlowSnapshot {
+        id,
+        state: FlowState::from_str(&st).map_err(|_| corrupt(format!("flow state {st:?}")))?,
+        cancel_requested: cr == "1",
+        counts: FlowCounts {
+            total: num(&tt, "total")?,
+            terminal: num(&tm, "terminal")?,
+            failing: num(&fg, "failing")?,
+        },
+        created_at: Timestamp::from_millis(num(&ca, "created_at")?),
+        finished_at: if fa.is_empty() {
+            None
+        } else {
+            Some(Timestamp::from_millis(num(&fa, "finished_at")?))
+        },
+        members,
+        edges,
+        groups,
+    })
 }

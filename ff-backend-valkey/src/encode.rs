@@ -52,7 +52,7 @@ fn parse_exact(secs: &str, nanos: &str) -> Option<Duration> {
 /// The stored form of a backoff: `f:<secs>:<nanos>` or
 /// `e:<isecs>:<inanos>:<factor>:<msecs>:<mnanos>:<jitter>`; floats in Rust's shortest
 /// round-trip form, which Lua's `tonumber` reads back to the same double.
-pub(crate) fn backoff(b: &Backoff) -> String {
+fn backoff(b: &Backoff) -> String {
     match b {
         Backoff::Fixed(d) => format!("f:{}", exact(*d)),
         Backoff::Exponential {
@@ -68,11 +68,24 @@ pub(crate) fn backoff(b: &Backoff) -> String {
     }
 }
 
-/// Reads a stored backoff and attempt count back into a policy.
-pub(crate) fn retry_policy(max_attempts: &str, stored: &str) -> Result<RetryPolicy, EngineError> {
+/// The stored retry policy: `<max_attempts>;<backoff>`, or the empty string for
+/// [`RetryPolicy::none`] (the library then writes no field: one attempt, no backoff).
+pub(crate) fn retry_policy(policy: &RetryPolicy) -> String {
+    if *policy == RetryPolicy::none() {
+        return String::new();
+    }
+    format!("{};{}", policy.max_attempts, backoff(&policy.backoff))
+}
+
+/// Reads a stored retry policy back (`None`: the field is absent, the default policy).
+pub(crate) fn parse_retry_policy(stored: Option<&str>) -> Result<RetryPolicy, EngineError> {
+    let Some(stored) = stored else {
+        return Ok(RetryPolicy::none());
+    };
     let corrupt = || EngineError::Corrupt(format!("stored retry policy {stored:?} is malformed"));
+    let (max_attempts, backoff) = stored.split_once(';').ok_or_else(corrupt)?;
     let max_attempts = max_attempts.parse().map_err(|_| corrupt())?;
-    let parts: Vec<&str> = stored.split(':').collect();
+    let parts: Vec<&str> = backoff.split(':').collect();
     let backoff = match parts.as_slice() {
         ["f", s, n] => Backoff::Fixed(parse_exact(s, n).ok_or_else(corrupt)?),
         ["e", is, inn, factor, ms, mn, jitter] => Backoff::Exponential {
@@ -102,7 +115,7 @@ pub(crate) fn capabilities<'a>(caps: impl IntoIterator<Item = &'a ff_core::Capab
     out
 }
 
-/// The 11 spec values every creating function reads (see `L.read_spec` in the library).
+/// The 10 spec values every creating function reads (see `L.read_spec` in the library).
 pub(crate) fn spec(args: &mut Args, uuid: &str, spec: &ExecutionSpec, node_key: &str) {
     args.str(uuid)
         .str(spec.lane.as_str())
@@ -110,8 +123,7 @@ pub(crate) fn spec(args: &mut Args, uuid: &str, spec: &ExecutionSpec, node_key: 
         .str(&capabilities(&spec.required_capabilities))
         .bytes(&spec.payload)
         .num(duration_millis(spec.delay))
-        .num(spec.retry.max_attempts)
-        .str(&backoff(&spec.retry.backoff));
+        .str(&retry_policy(&spec.retry));
     match spec.attempt_timeout {
         Some(t) => args.num(duration_millis(t)),
         None => args.str(""),
@@ -143,10 +155,13 @@ mod tests {
                 },
             },
         ] {
-            let stored = backoff(&policy.backoff);
-            let back = retry_policy(&policy.max_attempts.to_string(), &stored).unwrap();
+            let stored = retry_policy(&policy);
+            let back = parse_retry_policy(Some(stored.as_str()).filter(|s| !s.is_empty())).unwrap();
             assert_eq!(back, policy, "{stored}");
         }
-        assert!(retry_policy("1", "x:1").is_err());
+        assert_eq!(retry_policy(&RetryPolicy::none()), "");
+        assert_eq!(parse_retry_policy(None).unwrap(), RetryPolicy::none());
+        assert!(parse_retry_policy(Some("1;x:1")).is_err());
+        assert!(parse_retry_policy(Some("f:0:0")).is_err());
     }
 }

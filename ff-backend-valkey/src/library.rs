@@ -9,7 +9,7 @@
 use std::sync::OnceLock;
 
 /// The layout generation of the stored data the library reads and writes.
-pub const LIBRARY_MAJOR: u32 = 1;
+pub const LIBRARY_MAJOR: u32 = 2;
 
 const SOURCE_TEMPLATE: &str = include_str!("lua/flowfabric.lua");
 

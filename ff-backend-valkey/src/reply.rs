@@ -202,37 +202,25 @@ pub(crate) fn parse_reason(s: &str) -> Result<EndReason, EngineError> {
     EndReason::from_str(s).map_err(|_| EngineError::Corrupt(format!("unknown end reason {s:?}")))
 }
 
-/// Lane-index updates, finished flows and the count of completions left pending, which every
-/// mutating call returns as its last element.
+/// Lane-index updates every mutating call returns as its last element: on a cluster, where
+/// a partition's function cannot write the lane index (another slot), the transitions it saw
+/// (a lane's ready set becoming non-empty, a delayed execution arriving). Empty on a
+/// standalone server, where the function wrote the index itself.
 #[derive(Debug, Default)]
 pub(crate) struct Effects {
     /// `(lane, score)`: the lane has work on this partition claimable from `score` (0 = now).
     pub(crate) lanes: Vec<(String, i64)>,
-    /// Flows of the partition that reached a terminal state.
-    pub(crate) flows_finished: Vec<String>,
-    /// Completions recorded as pending (not cascaded inline).
-    pub(crate) pending: i64,
 }
 
 impl Effects {
+    /// `lane, score, lane, score, ...`.
     pub(crate) fn parse(mut fields: Fields) -> Result<Effects, EngineError> {
         let mut effects = Effects::default();
-        loop {
+        while fields.remaining() > 0 {
             let lane = fields.string()?;
-            if lane == "#flows" {
-                break;
-            }
             let score = fields.int()?;
             effects.lanes.push((lane, score));
         }
-        loop {
-            let flow = fields.string()?;
-            if flow == "#pending" {
-                break;
-            }
-            effects.flows_finished.push(flow);
-        }
-        effects.pending = fields.int()?;
         Ok(effects)
     }
 }

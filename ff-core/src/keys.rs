@@ -13,18 +13,29 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `x:<uuid>` | hash | one execution (spec, state, lease, result, ...) |
+//! | `x:<uuid>:p` / `:r` / `:g` | string | its payload / result / progress, when too large to stay in the hash |
 //! | `x:<uuid>:att` | list | its attempt records |
 //! | `f:<uuid>` | hash | one flow (state, counters, node key → execution) |
 //! | `f:<uuid>:edges` | list / hash | its edges and dependency groups |
 //! | `ready:<lane>` | zset | ready executions of a lane, score = priority then sequence |
+//! | `ready:<lane>#<capset>` | zset | the same, for executions requiring capability set `<capset>` (Valkey) |
+//! | `caps:<lane>` | hash | capability sets of a lane: `<capset>` → capabilities (Valkey) |
 //! | `delayed` | zset | delayed executions by `available_at` |
+//! | `delayed:<lane>` | zset | delayed executions of a lane by `available_at` (Valkey) |
 //! | `leases` | zset | running executions by lease expiry |
 //! | `timeouts` | zset | running executions by attempt timeout |
 //! | `deadlines` | zset | unfinished executions by deadline |
 //! | `terminal` | zset | finished standalone executions and flows, by finish time |
 //! | `completions` | zset | pending completions by record time |
 //! | `cancels` | zset | flows with a deferred cancel |
+//! | `flows` | zset | every flow by creation time (listing of blocked and finished members; Valkey) |
+//! | `lanes` | set | lanes with ready or delayed work here (index repair, listing; Valkey) |
 //! | `seq` | string | the partition's FIFO sequence |
+//! | `hints` | channel | wake-up hints of the partition ([`KeySpace::hint_channel`]) |
+//!
+//! The Valkey backend also keeps, per lane and outside any partition, the index of partitions
+//! with claimable work: `ff:<ns>:{lane:<lane>}:parts` (zset, member = partition, score = when
+//! its work becomes claimable), under its own hash tag.
 //!
 //! Deployment-wide keys (`ff:<ns>:meta`, and ownership keys under the `{ff:<ns>:coord}` tag)
 //! live outside any partition.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::report::{POSTGRES_BARE, Report, VALKEY_BARE};
+use super::report::{POSTGRES_BARE, POSTGRES_BARE_SINGLE, Report, VALKEY_BARE, VALKEY_BARE_SINGLE};
 
 /// One bar series: a subject and its colour.
 struct Series {
@@ -15,12 +15,42 @@ struct Series {
     color: RGBColor,
 }
 
-const SERIES: [Series; 5] = [
-    Series { name: "memory", subject: "memory", color: RGBColor(130, 130, 130) },
-    Series { name: "valkey", subject: "valkey", color: RGBColor(200, 40, 40) },
-    Series { name: "valkey bare list queue", subject: VALKEY_BARE, color: RGBColor(245, 160, 160) },
-    Series { name: "postgres", subject: "postgres", color: RGBColor(40, 80, 190) },
-    Series { name: "postgres bare queue", subject: POSTGRES_BARE, color: RGBColor(150, 180, 245) },
+const SERIES: [Series; 7] = [
+    Series {
+        name: "memory",
+        subject: "memory",
+        color: RGBColor(130, 130, 130),
+    },
+    Series {
+        name: "valkey",
+        subject: "valkey",
+        color: RGBColor(200, 40, 40),
+    },
+    Series {
+        name: "valkey bare list queue, pops of 8",
+        subject: VALKEY_BARE,
+        color: RGBColor(245, 160, 160),
+    },
+    Series {
+        name: "valkey bare list queue, pops of 1",
+        subject: VALKEY_BARE_SINGLE,
+        color: RGBColor(250, 210, 200),
+    },
+    Series {
+        name: "postgres",
+        subject: "postgres",
+        color: RGBColor(40, 80, 190),
+    },
+    Series {
+        name: "postgres bare queue, pops of 8",
+        subject: POSTGRES_BARE,
+        color: RGBColor(150, 180, 245),
+    },
+    Series {
+        name: "postgres bare queue, pops of 1",
+        subject: POSTGRES_BARE_SINGLE,
+        color: RGBColor(205, 220, 250),
+    },
 ];
 
 /// `(category label, metric for a backend, metric for a ceiling)`.
@@ -33,8 +63,16 @@ const THROUGHPUT: [Category; 3] = [
 ];
 
 const LATENCY: [Category; 8] = [
-    ("claim→done p50", "flat.latency_p50_ms", Some("ceiling.latency_p50_ms")),
-    ("claim→done p99", "flat.latency_p99_ms", Some("ceiling.latency_p99_ms")),
+    (
+        "claim→done p50",
+        "flat.latency_p50_ms",
+        Some("ceiling.latency_p50_ms"),
+    ),
+    (
+        "claim→done p99",
+        "flat.latency_p99_ms",
+        Some("ceiling.latency_p99_ms"),
+    ),
     ("hop p50", "chain.hop_p50_ms", None),
     ("hop p99", "chain.hop_p99_ms", None),
     ("probe p50", "probe.p50_ms", None),
@@ -72,7 +110,13 @@ fn plot_error<E: std::fmt::Display>(err: E) -> anyhow::Error {
 
 /// The value of `category` for `series`, if measured and positive (log scale).
 fn value(report: &Report, series: &Series, category: &Category) -> Option<f64> {
-    let is_ceiling = series.subject == VALKEY_BARE || series.subject == POSTGRES_BARE;
+    let is_ceiling = [
+        VALKEY_BARE,
+        VALKEY_BARE_SINGLE,
+        POSTGRES_BARE,
+        POSTGRES_BARE_SINGLE,
+    ]
+    .contains(&series.subject);
     let metric = if is_ceiling { category.2? } else { category.1 };
     let v = report.figure(series.subject, metric)?.median;
     (v > 0.0).then_some(v)
@@ -147,7 +191,10 @@ where
             .filter_map(|(ci, c)| {
                 let v = value(report, s, c)?;
                 let x0 = ci as f64 + 0.1 + si as f64 * slot;
-                Some(Rectangle::new([(x0, lo), (x0 + slot * 0.9, v)], color.filled()))
+                Some(Rectangle::new(
+                    [(x0, lo), (x0 + slot * 0.9, v)],
+                    color.filled(),
+                ))
             })
             .collect();
         chart

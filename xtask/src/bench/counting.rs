@@ -4,6 +4,11 @@
 //! node cost (round trips per node is what separates a queue from a slow queue), and the
 //! idle-engine measurement is nothing but this counter read over an idle interval. It
 //! delegates every method unchanged; the only cost is one relaxed atomic increment per call.
+//!
+//! Every method must be written out here, those with a default body included
+//! (`advance_clock`, `subscribe_hints`, `due_summary`): one left out would silently answer
+//! with the trait's default instead of the backend's own implementation, and the bench would
+//! measure something no deployment runs. A method added to the trait must be added here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,14 +19,14 @@ use async_trait::async_trait;
 use ff_core::{
     CancelFlowMode, CancelFlowOutcome, CancelOutcome, Capabilities, CascadeProgress, ClaimRequest,
     ClaimedExecution, CompleteRequest, Completed, CompletionEvent, CreatedExecution, CreatedFlow,
-    EngineBackend, EngineError, ExecutionId, ExecutionSnapshot, ExecutionSpec, ExecutionSummary,
-    FailOutcome, FailRequest, Fence, FlowId, FlowPatch, FlowSnapshot, FlowSpec, HealthReport,
-    HintReceiver, InstanceId, InstanceInfo, ListQuery, Page, Partition, PartitionConfig,
-    PartitionGrant, PartitionOwner, ScanReport, ScanRequest, Timestamp,
+    DueSummary, EngineBackend, EngineError, ExecutionId, ExecutionSnapshot, ExecutionSpec,
+    ExecutionSummary, FailOutcome, FailRequest, Fence, FlowId, FlowPatch, FlowSnapshot, FlowSpec,
+    HealthReport, HintReceiver, InstanceId, InstanceInfo, ListQuery, Page, Partition,
+    PartitionConfig, PartitionGrant, PartitionOwner, ScanReport, ScanRequest, Timestamp,
 };
 
 /// The async methods of [`EngineBackend`], in trait order: the index of each counter.
-const METHODS: [&str; 26] = [
+const METHODS: [&str; 27] = [
     "now",
     "advance_clock",
     "health",
@@ -40,6 +45,7 @@ const METHODS: [&str; 26] = [
     "pending_completions",
     "cascade_completion",
     "scan",
+    "due_summary",
     "heartbeat_instance",
     "remove_instance",
     "acquire_partitions",
@@ -228,6 +234,11 @@ impl EngineBackend for CountingBackend {
         self.inner.scan(request).await
     }
 
+    async fn due_summary(&self, partitions: &[Partition]) -> Result<DueSummary, EngineError> {
+        self.count("due_summary");
+        self.inner.due_summary(partitions).await
+    }
+
     async fn heartbeat_instance(
         &self,
         instance: &InstanceId,
@@ -249,7 +260,9 @@ impl EngineBackend for CountingBackend {
         ttl: Duration,
     ) -> Result<Vec<PartitionGrant>, EngineError> {
         self.count("acquire_partitions");
-        self.inner.acquire_partitions(instance, partitions, ttl).await
+        self.inner
+            .acquire_partitions(instance, partitions, ttl)
+            .await
     }
 
     async fn release_partitions(
@@ -301,7 +314,9 @@ mod tests {
         let claimed = counting
             .claim(&ClaimRequest::new(WorkerId::random(), lane.clone()))
             .await?;
-        counting.claim(&ClaimRequest::new(WorkerId::random(), lane)).await?;
+        counting
+            .claim(&ClaimRequest::new(WorkerId::random(), lane))
+            .await?;
         let before = counting.snapshot();
         counting
             .complete(&CompleteRequest::new(claimed[0].fence))

@@ -77,11 +77,13 @@ impl Machine {
                 .query_async::<String>(&mut con)
                 .await
         {
-            let version = info.lines().find_map(|l| {
-                l.trim_end()
-                    .strip_prefix("valkey_version:")
-                    .or_else(|| l.trim_end().strip_prefix("redis_version:"))
-            });
+            // Valkey reports `redis_version:7.2.4` for compatibility, and its own version in
+            // `valkey_version`.
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.trim_end().strip_prefix(name).map(str::to_owned))
+            };
+            let version = field("valkey_version:").or_else(|| field("redis_version:"));
             self.valkey = version.map(|v| format!("Valkey {v}"));
         }
         if let Some(url) = &servers.postgres_url
@@ -90,7 +92,13 @@ impl Machine {
         {
             let version: String = row.get(0);
             // "PostgreSQL 15.14 (Debian …) on x86_64…": keep the first two words.
-            self.postgres = Some(version.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+            self.postgres = Some(
+                version
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
         }
     }
 }

@@ -17,8 +17,8 @@
 //!
 //! # What `bench-run` does
 //!
-//! For each of `--runs` runs, for each backend: the bare ceiling of its server right before
-//! the flat workload (so a ratio compares two measurements taken back to back), then every
+//! For each of `--runs` runs, for each backend: the bare ceilings of its server right before
+//! the flat workload (so a ratio compares measurements taken back to back), then every
 //! workload of [`workload`], each on a fresh deployment ([`target`]) that is removed
 //! afterwards. Ratios (flat ÷ ceiling, chain ÷ flat) are computed within each run, then every
 //! figure is summarized over the runs ([`stats`]) into a [`report::Report`], written to
@@ -49,11 +49,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::interrupt::{self, Interrupted};
 use crate::paths;
 use crate::process;
-use crate::services::{self, Durability, ENV_POSTGRES_URL, ENV_VALKEY_URL, Selection, Services, State};
+use crate::services::{
+    self, Durability, ENV_POSTGRES_URL, ENV_VALKEY_URL, Selection, Services, State,
+};
 use crate::test_run::run_to_end;
 
 use self::machine::Machine;
-use self::report::{Failure, POSTGRES_BARE, Report, Settings, Sizes, VALKEY_BARE};
+use self::report::{
+    Failure, POSTGRES_BARE, POSTGRES_BARE_SINGLE, Report, Settings, Sizes, VALKEY_BARE,
+    VALKEY_BARE_SINGLE,
+};
 use self::stats::Summary;
 use self::target::{BackendKind, Servers, Target};
 use self::workload::{Figures, Shape};
@@ -148,7 +153,11 @@ impl BenchArgs {
     }
 
     fn sizes(&self) -> Sizes {
-        if self.quick { Sizes::QUICK } else { Sizes::DEFAULT }
+        if self.quick {
+            Sizes::QUICK
+        } else {
+            Sizes::DEFAULT
+        }
     }
 
     fn out_dir(&self) -> PathBuf {
@@ -199,7 +208,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         None
     } else {
         stop_leftovers(&root)?;
-        eprintln!("xtask: starting the benchmark's servers under {}", root.display());
+        eprintln!(
+            "xtask: starting the benchmark's servers under {}",
+            root.display()
+        );
         let started = Instant::now();
         let services = services::start(&selection, &root, Durability::Durable)?;
         eprintln!(
@@ -208,7 +220,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         Some(services)
     };
-    let urls = services.as_ref().map(|s| s.urls().clone()).unwrap_or_default();
+    let urls = services
+        .as_ref()
+        .map(|s| s.urls().clone())
+        .unwrap_or_default();
 
     let outcome = match binary {
         Some(binary) => {
@@ -254,7 +269,9 @@ pub fn run_measurements(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let out = std::path::absolute(args.out_dir()).context("resolving the output directory")?;
     let servers = Servers {
         valkey_url: std::env::var(ENV_VALKEY_URL).ok().filter(|s| !s.is_empty()),
-        postgres_url: std::env::var(ENV_POSTGRES_URL).ok().filter(|s| !s.is_empty()),
+        postgres_url: std::env::var(ENV_POSTGRES_URL)
+            .ok()
+            .filter(|s| !s.is_empty()),
     };
     measure(&args, &out, servers)
 }
@@ -290,7 +307,10 @@ fn stop_leftovers(root: &Path) -> anyhow::Result<()> {
                 root.display()
             );
         }
-        eprintln!("xtask: stopping servers left by an earlier bench in {}", root.display());
+        eprintln!(
+            "xtask: stopping servers left by an earlier bench in {}",
+            root.display()
+        );
         state.stop_all()?;
         for dir in state.dirs_outside(root) {
             remove_dir(&dir)?;
@@ -353,10 +373,9 @@ fn measure(args: &BenchArgs, out: &Path, servers: Servers) -> anyhow::Result<Exi
             Some(false) => "MISSED",
             None => "not measured",
         };
-        let median = bar
-            .measured
-            .as_ref()
-            .map_or_else(String::new, |s| format!(" (median {})", report::number(s.median)));
+        let median = bar.measured.as_ref().map_or_else(String::new, |s| {
+            format!(" (median {})", report::number(s.median))
+        });
         eprintln!("xtask:   {:<8} {:<60} {held}{median}", bar.backend, bar.bar);
     }
     eprintln!(
@@ -412,7 +431,13 @@ impl Collector {
     }
 
     /// Records `numerator ÷ denominator` of this run as `key` of `subject`.
-    fn ratio(&mut self, subject: &str, key: &str, numerator: (&str, &str), denominator: (&str, &str)) {
+    fn ratio(
+        &mut self,
+        subject: &str,
+        key: &str,
+        numerator: (&str, &str),
+        denominator: (&str, &str),
+    ) {
         if let (Some(n), Some(d)) = (
             self.current(numerator.0, numerator.1),
             self.current(denominator.0, denominator.1),
@@ -428,7 +453,8 @@ struct Step {
     subject: &'static str,
     workload: Workload,
     kind: BackendKind,
-    ceiling: bool,
+    /// For a bare ceiling: the most tasks one pop takes.
+    ceiling: Option<u32>,
 }
 
 async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Report> {
@@ -446,20 +472,26 @@ async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Repo
     let mut steps = Vec::new();
     for &kind in &backends {
         if workloads.contains(&Workload::Flat) {
-            match kind {
-                BackendKind::Valkey => steps.push(Step {
-                    subject: VALKEY_BARE,
+            // The ceiling of the bars (pops of up to a claim batch), then one task per pop.
+            let bare = match kind {
+                BackendKind::Valkey => {
+                    vec![(VALKEY_BARE, shape.claim_batch), (VALKEY_BARE_SINGLE, 1)]
+                }
+                BackendKind::Postgres => {
+                    vec![
+                        (POSTGRES_BARE, shape.claim_batch),
+                        (POSTGRES_BARE_SINGLE, 1),
+                    ]
+                }
+                BackendKind::Memory => vec![],
+            };
+            for (subject, batch) in bare {
+                steps.push(Step {
+                    subject,
                     workload: Workload::Flat,
                     kind,
-                    ceiling: true,
-                }),
-                BackendKind::Postgres => steps.push(Step {
-                    subject: POSTGRES_BARE,
-                    workload: Workload::Flat,
-                    kind,
-                    ceiling: true,
-                }),
-                BackendKind::Memory => {}
+                    ceiling: Some(batch),
+                });
             }
         }
         for &workload in &workloads {
@@ -468,7 +500,7 @@ async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Repo
                     subject: kind.name(),
                     workload,
                     kind,
-                    ceiling: false,
+                    ceiling: None,
                 });
             }
         }
@@ -484,8 +516,15 @@ async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Repo
     for run in 1..=args.runs {
         collector.this_run.clear();
         for step in &steps {
-            let what = if step.ceiling { "ceiling" } else { step.workload.name() };
-            progress.set_message(format!("run {run}/{} · {} · {what}", args.runs, step.subject));
+            let what = if step.ceiling.is_some() {
+                "ceiling"
+            } else {
+                step.workload.name()
+            };
+            progress.set_message(format!(
+                "run {run}/{} · {} · {what}",
+                args.runs, step.subject
+            ));
             let outcome = measure_step(step, servers, shape, sizes).await;
             progress.inc(1);
             match outcome {
@@ -511,7 +550,10 @@ async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Repo
                 Err(err) => {
                     say(
                         &progress,
-                        format!("run {run}/{} {} {what} FAILED: {err:#}", args.runs, step.subject),
+                        format!(
+                            "run {run}/{} {} {what} FAILED: {err:#}",
+                            args.runs, step.subject
+                        ),
                     );
                     collector.failures.push(Failure {
                         run,
@@ -522,12 +564,23 @@ async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Repo
                 }
             }
         }
-        for (kind, bare) in [
-            (BackendKind::Valkey, VALKEY_BARE),
-            (BackendKind::Postgres, POSTGRES_BARE),
+        for (kind, bare, single) in [
+            (BackendKind::Valkey, VALKEY_BARE, VALKEY_BARE_SINGLE),
+            (BackendKind::Postgres, POSTGRES_BARE, POSTGRES_BARE_SINGLE),
         ] {
             let name = kind.name();
-            collector.ratio(name, "flat.vs_ceiling", (name, "flat.exec_per_s"), (bare, "ceiling.exec_per_s"));
+            collector.ratio(
+                name,
+                "flat.vs_ceiling",
+                (name, "flat.exec_per_s"),
+                (bare, "ceiling.exec_per_s"),
+            );
+            collector.ratio(
+                name,
+                "flat.vs_ceiling_single",
+                (name, "flat.exec_per_s"),
+                (single, "ceiling.exec_per_s"),
+            );
         }
         for kind in &backends {
             let name = kind.name();
@@ -581,15 +634,14 @@ async fn measure_step(
     shape: Shape,
     sizes: Sizes,
 ) -> anyhow::Result<Figures> {
-    if step.ceiling {
+    if let Some(batch) = step.ceiling {
+        let n = sizes.flat.of(step.kind);
         return match step.kind {
             BackendKind::Valkey => {
-                let n = sizes.flat.of(step.kind);
-                ceiling::valkey_list::run(servers.valkey()?, shape, n).await
+                ceiling::valkey_list::run(servers.valkey()?, shape, n, batch).await
             }
             BackendKind::Postgres => {
-                let n = sizes.flat.of(step.kind);
-                ceiling::pg_queue::run(servers.postgres()?, shape, n).await
+                ceiling::pg_queue::run(servers.postgres()?, shape, n, batch).await
             }
             BackendKind::Memory => anyhow::bail!("the in-memory backend has no bare ceiling"),
         };
@@ -611,7 +663,12 @@ fn on_target<'a>(
 ) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<Figures>> + Send + 'a>> {
     let kind = target.kind;
     match workload {
-        Workload::Flat => Box::pin(workload::flat::run(target, servers, shape, sizes.flat.of(kind))),
+        Workload::Flat => Box::pin(workload::flat::run(
+            target,
+            servers,
+            shape,
+            sizes.flat.of(kind),
+        )),
         Workload::Chain => Box::pin(workload::chain::run(
             target,
             servers,
@@ -619,7 +676,11 @@ fn on_target<'a>(
             sizes.chain_flows,
             sizes.chain_rounds.of(kind),
         )),
-        Workload::Fanout => Box::pin(workload::fanout::run(target, shape, sizes.fanout_flows.of(kind))),
+        Workload::Fanout => Box::pin(workload::fanout::run(
+            target,
+            shape,
+            sizes.fanout_flows.of(kind),
+        )),
         Workload::Probe => Box::pin(workload::probe::run(target, sizes.probe_samples)),
         Workload::Footprint => Box::pin(workload::footprint::run(target, shape, sizes.footprint)),
         Workload::Idle => Box::pin(workload::idle::run(
@@ -669,7 +730,14 @@ mod tests {
         assert_eq!(cli.bench.backends(), BackendKind::ALL.to_vec());
         assert_eq!(cli.bench.workloads(), Workload::ALL.to_vec());
         assert_eq!(cli.bench.runs, 3);
-        let cli = Cli::parse_from(["bench", "--quick", "--backends", "postgres,memory", "--runs", "2"]);
+        let cli = Cli::parse_from([
+            "bench",
+            "--quick",
+            "--backends",
+            "postgres,memory",
+            "--runs",
+            "2",
+        ]);
         assert_eq!(
             cli.bench.backends(),
             vec![BackendKind::Memory, BackendKind::Postgres]
@@ -699,10 +767,22 @@ mod tests {
     async fn every_workload_runs_on_the_memory_backend() -> anyhow::Result<()> {
         let servers = Servers::default();
         let sizes = Sizes {
-            flat: report::PerBackend { memory: 300, valkey: 0, postgres: 0 },
+            flat: report::PerBackend {
+                memory: 300,
+                valkey: 0,
+                postgres: 0,
+            },
             chain_flows: 5,
-            chain_rounds: report::PerBackend { memory: 2, valkey: 0, postgres: 0 },
-            fanout_flows: report::PerBackend { memory: 1, valkey: 0, postgres: 0 },
+            chain_rounds: report::PerBackend {
+                memory: 2,
+                valkey: 0,
+                postgres: 0,
+            },
+            fanout_flows: report::PerBackend {
+                memory: 1,
+                valkey: 0,
+                postgres: 0,
+            },
             probe_samples: 5,
             footprint: 10,
             idle_warmup_s: 0,
@@ -720,7 +800,7 @@ mod tests {
                 subject: "memory",
                 workload,
                 kind: BackendKind::Memory,
-                ceiling: false,
+                ceiling: None,
             };
             let figures = measure_step(&step, &servers, Shape::default(), sizes).await?;
             let value = figures.get(key);
@@ -734,9 +814,13 @@ mod tests {
             subject: "memory",
             workload: Workload::Footprint,
             kind: BackendKind::Memory,
-            ceiling: false,
+            ceiling: None,
         };
-        assert!(measure_step(&footprint, &servers, Shape::default(), sizes).await.is_err());
+        assert!(
+            measure_step(&footprint, &servers, Shape::default(), sizes)
+                .await
+                .is_err()
+        );
         Ok(())
     }
 
@@ -745,10 +829,20 @@ mod tests {
         let mut c = Collector::default();
         c.record("valkey", "flat.exec_per_s", 800.0);
         c.record(VALKEY_BARE, "ceiling.exec_per_s", 1000.0);
-        c.ratio("valkey", "flat.vs_ceiling", ("valkey", "flat.exec_per_s"), (VALKEY_BARE, "ceiling.exec_per_s"));
+        c.ratio(
+            "valkey",
+            "flat.vs_ceiling",
+            ("valkey", "flat.exec_per_s"),
+            (VALKEY_BARE, "ceiling.exec_per_s"),
+        );
         c.this_run.clear();
         c.record("valkey", "flat.exec_per_s", 900.0);
-        c.ratio("valkey", "flat.vs_ceiling", ("valkey", "flat.exec_per_s"), (VALKEY_BARE, "ceiling.exec_per_s"));
+        c.ratio(
+            "valkey",
+            "flat.vs_ceiling",
+            ("valkey", "flat.exec_per_s"),
+            (VALKEY_BARE, "ceiling.exec_per_s"),
+        );
         assert_eq!(c.values["valkey"]["flat.vs_ceiling"], vec![0.8]);
     }
 }

@@ -95,10 +95,7 @@ impl Meter {
             Server::Valkey(con) => (Some(valkey_cpu(con).await?), None),
             Server::Postgres { client, postmaster } => {
                 let row = client
-                    .query_one(
-                        "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8",
-                        &[],
-                    )
+                    .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8", &[])
                     .await
                     .context("reading the WAL position")?;
                 let wal: f64 = row.get(0);
@@ -173,7 +170,8 @@ struct ProcStat {
 }
 
 fn proc_stat(pid: u32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    let text =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
     parse_proc_stat(&text)
 }
 
@@ -201,7 +199,11 @@ fn postgres_cpu(postmaster: u32) -> Duration {
     let mut total = own.utime + own.stime + own.cutime + own.cstime;
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             if let Some(stat) = proc_stat(pid)
@@ -263,7 +265,8 @@ pub async fn command_stats(
             };
             Some((name.to_owned(), field("calls")?, field("usec")?))
         })
-        .filter(|(name, ..)| !matches!(name.as_str(), "info" | "config"))
+        // The bench's own INFO and CONFIG RESETSTAT are not part of the measurement.
+        .filter(|(name, ..)| !(name.starts_with("info") || name.starts_with("config")))
         .collect();
     stats.sort_by(|a, b| b.2.total_cmp(&a.2));
     let n = items.max(1) as f64;
@@ -280,6 +283,18 @@ pub async fn command_stats(
         })
         .collect::<Vec<_>>()
         .join("; "))
+}
+
+/// How many times the Valkey server has forked (`total_forks`: AOF rewrites, snapshots).
+/// A fork copies the page tables of the whole dataset and makes the next writes
+/// copy-on-write, so a measurement that spans one pays for it.
+pub async fn valkey_forks(con: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(con)
+        .await
+        .context("INFO stats")?;
+    Ok(info_field(&info, "total_forks").unwrap_or(0.0))
 }
 
 /// A numeric field of an `INFO` reply (`name:value` lines).

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use ff_backend_postgres::{PostgresBackend, PostgresConfig};
@@ -20,9 +21,7 @@ use serde::Serialize;
 use super::counting::CountingBackend;
 
 /// A backend the bench measures.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum, Serialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendKind {
     /// `ff_core::memory::MemoryBackend`: the in-process reference.
@@ -181,11 +180,18 @@ impl Target {
     }
 }
 
+/// How long an admin command (INFO, SCAN, DEL of a thousand keys) may take: the client's
+/// default of 500 ms is too short on a loaded 2-core machine.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A multiplexed admin connection to the Valkey at `url`.
 pub async fn valkey_admin(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(ADMIN_TIMEOUT))
+        .set_response_timeout(Some(ADMIN_TIMEOUT));
     redis::Client::open(url)
         .with_context(|| format!("invalid Valkey URL {url}"))?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .with_context(|| format!("connecting to Valkey at {url}"))
 }

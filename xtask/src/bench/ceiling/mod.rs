@@ -12,6 +12,12 @@
 //! skipped, and nothing more is done: no leases, no attempts, no indexes beyond the one the
 //! pop needs.
 //!
+//! Each runs twice per run: popping up to 8 tasks per call (`valkey-bare`, `postgres-bare`:
+//! the ceilings of the DESIGN §9 bars), and popping one task per call (`valkey-bare-1`,
+//! `postgres-bare-1`: every task then costs one round trip that acks it and pops the next,
+//! exactly the steady state of our workers). The second is the like-for-like comparison of
+//! the per-execution cost; the first is what the server can do as a queue at best.
+//!
 //! Figures (keys `ceiling.*`): submissions/s, tasks/s of the drain, pop → ack latency
 //! p50/p99, CPU per task of the bench process and of the server, WAL bytes per task
 //! (Postgres).

@@ -17,6 +17,12 @@
 //! WITH done AS (DELETE FROM q WHERE id = $1) UPDATE q … RETURNING id, payload;
 //! ```
 //!
+//! A claim can deadlock with a concurrent ack + claim: a `FOR UPDATE` that finds a row
+//! changed since its snapshot locks it before rechecking it, and keeps the lock until commit
+//! even when the recheck fails. Like any Postgres client, the workers retry a statement that
+//! failed with a deadlock or serialization error (it was rolled back whole); the notes count
+//! the retries.
+//!
 //! Each producer and worker has its own connection with prepared statements (16 + 16, as
 //! the backend's pool of 16). The table lives in a fresh schema, dropped afterwards. A
 //! `CHECKPOINT` precedes each phase, as for the backend.
@@ -27,14 +33,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use tokio::task::JoinSet;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 
 use crate::bench::resources::{Meter, usage};
 use crate::bench::stats::Latency;
 use crate::bench::target::{fresh_name, pg_connect};
 use crate::bench::workload::{Figures, PAYLOAD_BYTES, Shape, payload, rate};
 
-/// Runs the queue with `n` tasks on the PostgreSQL at `url`.
-pub async fn run(url: &str, shape: Shape, n: u64) -> anyhow::Result<Figures> {
+/// How often a statement is retried after a deadlock or serialization failure.
+const MAX_RETRIES: u32 = 20;
+
+/// Runs the queue with `n` tasks on the PostgreSQL at `url`, claiming up to `batch` tasks
+/// per statement.
+pub async fn run(url: &str, shape: Shape, n: u64, batch: u32) -> anyhow::Result<Figures> {
     let schema = fresh_name('_');
     let admin = pg_connect(url).await?;
     admin
@@ -48,7 +60,7 @@ pub async fn run(url: &str, shape: Shape, n: u64) -> anyhow::Result<Figures> {
         ))
         .await
         .context("creating the queue table")?;
-    let outcome = measure(url, &schema, shape, n, &admin).await;
+    let outcome = measure(url, &schema, shape, n, batch, &admin).await;
     let dropped = admin
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
@@ -63,6 +75,7 @@ async fn measure(
     schema: &str,
     shape: Shape,
     n: u64,
+    batch: u32,
     admin: &tokio_postgres::Client,
 ) -> anyhow::Result<Figures> {
     let payload = Arc::new(payload(PAYLOAD_BYTES));
@@ -79,7 +92,10 @@ async fn measure(
             .context("preparing the insert")?;
         producers.push((client, insert));
     }
-    admin.batch_execute("CHECKPOINT").await.context("CHECKPOINT")?;
+    admin
+        .batch_execute("CHECKPOINT")
+        .await
+        .context("CHECKPOINT")?;
     let before = meter.read().await?;
     let started = Instant::now();
     let mut tasks = JoinSet::new();
@@ -111,19 +127,24 @@ async fn measure(
     for _ in 0..shape.workers {
         workers.push(Worker::connect(url, schema).await?);
     }
-    admin.batch_execute("CHECKPOINT").await.context("CHECKPOINT")?;
+    admin
+        .batch_execute("CHECKPOINT")
+        .await
+        .context("CHECKPOINT")?;
     let before = meter.read().await?;
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for worker in workers {
-        tasks.spawn(worker.run(i64::from(shape.claim_batch)));
+        tasks.spawn(worker.run(i64::from(batch)));
     }
     let mut latencies = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
     let mut last = started;
+    let mut retried = 0;
     while let Some(joined) = tasks.join_next().await {
-        let (samples, finished) = joined.context("a worker panicked")??;
+        let (samples, finished, retries) = joined.context("a worker panicked")??;
         latencies.extend(samples);
         last = last.max(finished);
+        retried += retries;
     }
     let after = meter.read().await?;
     let elapsed = last.saturating_duration_since(started);
@@ -147,6 +168,9 @@ async fn measure(
     figures.put_opt("ceiling.server_cpu_us", drain_usage.server_cpu_us);
     figures.put_opt("ceiling.client_cpu_us", drain_usage.client_cpu_us);
     figures.put_opt("ceiling.wal_bytes", drain_usage.wal_bytes);
+    figures.notes.push(format!(
+        "statements retried after a deadlock or serialization failure: {retried}"
+    ));
     Ok(figures)
 }
 
@@ -166,7 +190,10 @@ impl Worker {
              (SELECT id FROM {schema}.q WHERE state = 'ready' ORDER BY id LIMIT $1 \
               FOR UPDATE SKIP LOCKED) RETURNING id, payload"
         );
-        let claim = client.prepare(&claim_sql).await.context("preparing the claim")?;
+        let claim = client
+            .prepare(&claim_sql)
+            .await
+            .context("preparing the claim")?;
         let ack = client
             .prepare(&format!("DELETE FROM {schema}.q WHERE id = $1"))
             .await
@@ -186,39 +213,60 @@ impl Worker {
     }
 
     /// Claims batches and acks each task until a claim finds nothing; returns the claim →
-    /// ack latencies and when the last ack returned.
-    async fn run(self, batch: i64) -> anyhow::Result<(Vec<Duration>, Instant)> {
+    /// ack latencies, when the last ack returned, and how many statements were retried.
+    async fn run(self, batch: i64) -> anyhow::Result<(Vec<Duration>, Instant, u64)> {
         let mut hands: VecDeque<(i64, Instant)> = VecDeque::new();
         let mut latencies = Vec::new();
         let mut last = Instant::now();
+        let mut retried = 0;
         let rows = self
-            .client
-            .query(&self.claim, &[&batch])
+            .query(&self.claim, &[&batch], &mut retried)
             .await
             .context("claim")?;
         let now = Instant::now();
         hands.extend(rows.iter().map(|r| (r.get::<_, i64>(0), now)));
         while let Some((id, claimed_at)) = hands.pop_front() {
-            if hands.is_empty() {
-                let rows = self
-                    .client
-                    .query(&self.ack_and_claim, &[&batch, &id])
-                    .await
-                    .context("ack + claim")?;
-                let now = Instant::now();
-                latencies.push(now.saturating_duration_since(claimed_at));
-                last = now;
-                hands.extend(rows.iter().map(|r| (r.get::<_, i64>(0), now)));
+            let (statement, params): (_, &[&(dyn ToSql + Sync)]) = if hands.is_empty() {
+                (&self.ack_and_claim, &[&batch, &id])
             } else {
-                self.client
-                    .execute(&self.ack, &[&id])
-                    .await
-                    .context("ack")?;
-                let now = Instant::now();
-                latencies.push(now.saturating_duration_since(claimed_at));
-                last = now;
+                (&self.ack, &[&id])
+            };
+            let rows = self
+                .query(statement, params, &mut retried)
+                .await
+                .context("ack")?;
+            let now = Instant::now();
+            latencies.push(now.saturating_duration_since(claimed_at));
+            last = now;
+            hands.extend(rows.iter().map(|r| (r.get::<_, i64>(0), now)));
+        }
+        Ok((latencies, last, retried))
+    }
+
+    /// Runs a statement, retrying it after a deadlock or serialization failure (it was rolled
+    /// back whole, so running it again is correct), as any Postgres client must.
+    async fn query(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[&(dyn ToSql + Sync)],
+        retried: &mut u64,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let mut tries = 0;
+        loop {
+            match self.client.query(statement, params).await {
+                Err(err)
+                    if tries < MAX_RETRIES
+                        && matches!(
+                            err.code(),
+                            Some(&SqlState::T_R_DEADLOCK_DETECTED)
+                                | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+                        ) =>
+                {
+                    tries += 1;
+                    *retried += 1;
+                }
+                other => return other,
             }
         }
-        Ok((latencies, last))
     }
 }

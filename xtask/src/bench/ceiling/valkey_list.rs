@@ -1,6 +1,7 @@
 //! The bare Valkey list queue: `RPUSH` to submit, `LMPOP … COUNT n` to take a batch,
-//! `INCR` of a done counter to ack, on one multiplexed connection (a `ConnectionManager`,
-//! the connection model of `ValkeyBackend`) shared by every producer and worker.
+//! `INCR` of a done counter to ack, on one multiplexed connection (a `ConnectionManager`
+//! with the timeouts of `ValkeyBackend`: its connection model) shared by every producer and
+//! worker.
 //!
 //! `LMPOP`, not the blocking `BLMPOP`: a blocking pop would stall every other request on the
 //! shared multiplexed connection, and the queue is filled before the drain starts, so an
@@ -12,20 +13,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use redis::aio::ConnectionManager;
+use ff_backend_valkey::ValkeyConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::task::JoinSet;
 
-use crate::bench::resources::{Meter, command_stats, reset_command_stats, usage};
+use crate::bench::resources::{Meter, command_stats, reset_command_stats, usage, valkey_forks};
 use crate::bench::stats::Latency;
 use crate::bench::target::{delete_matching, fresh_name, valkey_admin};
 use crate::bench::workload::{Figures, PAYLOAD_BYTES, Shape, payload, rate};
 
 type Popped = Option<(String, Vec<Vec<u8>>)>;
 
-/// Runs the list queue with `n` tasks on the Valkey at `url`.
-pub async fn run(url: &str, shape: Shape, n: u64) -> anyhow::Result<Figures> {
+/// Runs the list queue with `n` tasks on the Valkey at `url`, popping up to `batch` tasks
+/// per call.
+pub async fn run(url: &str, shape: Shape, n: u64, batch: u32) -> anyhow::Result<Figures> {
     let client = redis::Client::open(url).with_context(|| format!("invalid Valkey URL {url}"))?;
-    let con = ConnectionManager::new(client)
+    // The connection settings of `ValkeyBackend` (ValkeyConfig's defaults).
+    let defaults = ValkeyConfig::standalone(url);
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(defaults.connection_timeout))
+        .set_response_timeout(Some(defaults.response_timeout));
+    let con = ConnectionManager::new_with_config(client, config)
         .await
         .with_context(|| format!("connecting to Valkey at {url}"))?;
     let prefix = format!("{}:", fresh_name('-'));
@@ -60,21 +68,20 @@ pub async fn run(url: &str, shape: Shape, n: u64) -> anyhow::Result<Figures> {
     }
     figures.put("ceiling.submit_per_s", rate(n, started.elapsed()));
     let after = meter.read().await?;
-    figures.put_opt("ceiling.submit_server_cpu_us", usage(&before, &after, n).server_cpu_us);
+    figures.put_opt(
+        "ceiling.submit_server_cpu_us",
+        usage(&before, &after, n).server_cpu_us,
+    );
 
     // Drain.
     let mut admin = valkey_admin(url).await?;
     reset_command_stats(&mut admin).await?;
+    let forks_before = valkey_forks(&mut admin).await?;
     let before = meter.read().await?;
     let started = Instant::now();
     let mut workers = JoinSet::new();
     for _ in 0..shape.workers {
-        workers.spawn(worker(
-            con.clone(),
-            queue.clone(),
-            done_key.clone(),
-            shape.claim_batch,
-        ));
+        workers.spawn(worker(con.clone(), queue.clone(), done_key.clone(), batch));
     }
     let mut latencies = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
     let mut last = started;
@@ -104,8 +111,9 @@ pub async fn run(url: &str, shape: Shape, n: u64) -> anyhow::Result<Figures> {
     figures.put_opt("ceiling.client_cpu_us", drain_usage.client_cpu_us);
 
     figures.notes.push(format!(
-        "Valkey server time per task (drain): {}",
-        command_stats(&mut admin, n).await?
+        "Valkey server time per task (drain): {}; forks (AOF rewrites) during the drain: {}",
+        command_stats(&mut admin, n).await?,
+        valkey_forks(&mut admin).await? - forks_before
     ));
     delete_matching(&mut admin, &format!("{prefix}*")).await?;
     Ok(figures)
@@ -133,7 +141,12 @@ async fn worker(
     let mut last = Instant::now();
     let popped: Popped = pop().query_async(&mut con).await.context("LMPOP")?;
     let now = Instant::now();
-    hands.extend(popped.into_iter().flat_map(|(_, items)| items).map(|i| (i, now)));
+    hands.extend(
+        popped
+            .into_iter()
+            .flat_map(|(_, items)| items)
+            .map(|i| (i, now)),
+    );
     while let Some((task, popped_at)) = hands.pop_front() {
         drop(task);
         if hands.is_empty() {
@@ -147,7 +160,12 @@ async fn worker(
             let now = Instant::now();
             latencies.push(now.saturating_duration_since(popped_at));
             last = now;
-            hands.extend(popped.into_iter().flat_map(|(_, items)| items).map(|i| (i, now)));
+            hands.extend(
+                popped
+                    .into_iter()
+                    .flat_map(|(_, items)| items)
+                    .map(|i| (i, now)),
+            );
         } else {
             let _: u64 = redis::cmd("INCR")
                 .arg(done_key.as_str())

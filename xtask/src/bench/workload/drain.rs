@@ -131,10 +131,7 @@ async fn worker(
     let mut empty_claims = 0;
     while completed.load(Ordering::Relaxed) < spec.expected {
         let Some((execution, claimed_at)) = hands.pop_front() else {
-            let claimed = backend
-                .claim(&claim)
-                .await
-                .context("claim")?;
+            let claimed = backend.claim(&claim).await.context("claim")?;
             let now = Instant::now();
             if claimed.is_empty() {
                 empty_claims += 1;

@@ -47,9 +47,8 @@ pub async fn run(target: &Target, shape: Shape, flows: u64) -> anyhow::Result<Fi
     let backend = target.backend();
     let lane = lane("fanout");
     let payload = payload(PAYLOAD_BYTES);
-    let spec_of = |name: &str| {
-        NodeSpec::new(key(name), ExecutionSpec::new(lane.clone(), payload.clone()))
-    };
+    let spec_of =
+        |name: &str| NodeSpec::new(key(name), ExecutionSpec::new(lane.clone(), payload.clone()));
     let specs: Vec<FlowSpec> = (0..flows)
         .map(|_| {
             let mut spec = FlowSpec::new().node(spec_of("root")).node(spec_of("join"));

@@ -17,7 +17,7 @@ use super::{
     Figures, PAYLOAD_BYTES, Shape, lane, meter_for, payload, rate, settle, submit_executions,
 };
 use crate::bench::counting::difference;
-use crate::bench::resources::{command_stats, reset_command_stats, usage};
+use crate::bench::resources::{command_stats, reset_command_stats, usage, valkey_forks};
 use crate::bench::stats::Latency;
 use crate::bench::target::{Servers, Store, Target};
 
@@ -47,8 +47,10 @@ pub async fn run(
         Store::Valkey { admin, .. } => Some(admin.clone()),
         _ => None,
     };
+    let mut forks_before = 0.0;
     if let Some(admin) = valkey_admin.as_mut() {
         reset_command_stats(admin).await?;
+        forks_before = valkey_forks(admin).await?;
     }
     let calls_before = target.counting.snapshot();
     let trips_before = valkey_calls(target);
@@ -69,8 +71,10 @@ pub async fn run(
     let trips_after = valkey_calls(target);
     if let Some(admin) = valkey_admin.as_mut() {
         figures.notes.push(format!(
-            "Valkey server time per execution (drain): {}",
-            command_stats(admin, n).await?
+            "Valkey server time per execution (drain): {}; forks (AOF rewrites) during the \
+             drain: {}",
+            command_stats(admin, n).await?,
+            valkey_forks(admin).await? - forks_before
         ));
     }
 

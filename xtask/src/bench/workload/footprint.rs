@@ -42,13 +42,19 @@ pub async fn run(target: &Target, shape: Shape, n: u64) -> anyhow::Result<Figure
     let mut figures = Figures::default();
     match &target.store {
         Store::Memory => bail!("the footprint is measured on server backends only"),
-        Store::Valkey { backend: valkey, admin } => {
+        Store::Valkey {
+            backend: valkey,
+            admin,
+        } => {
             let mut admin = admin.clone();
             let before = used_memory(&mut admin).await?;
             submit_executions(&backend, &lane, &payload, n, shape.producers).await?;
             let drained = drain(&backend, &spec).await?;
             let after = used_memory(&mut admin).await?;
-            figures.put("footprint.bytes_per_exec", (after - before) / n.max(1) as f64);
+            figures.put(
+                "footprint.bytes_per_exec",
+                (after - before) / n.max(1) as f64,
+            );
             let keys = valkey.key_space();
             let mut total = 0u64;
             let sampled = drained.done.iter().take(KEY_SAMPLES).collect::<Vec<_>>();

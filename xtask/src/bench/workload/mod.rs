@@ -7,7 +7,7 @@
 //! - [`footprint`]: storage per finished execution (server backends);
 //! - [`idle`]: backend calls per second of an idle engine.
 //!
-//! Each returns [`Figures`]: named numbers (see `report::METRICS` for their meaning).
+//! Each returns [`Figures`]: named numbers (see `report::SECTIONS` for their meaning).
 
 pub mod chain;
 pub mod drain;
@@ -25,8 +25,8 @@ use ff_core::{EngineBackend, ExecutionSpec, FlowSpec, Lane};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use super::target::{BackendKind, Servers, Target};
 use super::resources::Meter;
+use super::target::{BackendKind, Servers, Target};
 
 /// Named numbers one measurement produced, plus free-text notes.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -117,7 +117,10 @@ pub async fn meter_for(kind: BackendKind, servers: &Servers) -> anyhow::Result<M
 /// previous phase's WAL does not land in this one. Nothing to do on the other backends.
 pub async fn settle(target: &Target) -> anyhow::Result<()> {
     if let super::target::Store::Postgres { admin, .. } = &target.store {
-        admin.batch_execute("CHECKPOINT").await.context("CHECKPOINT")?;
+        admin
+            .batch_execute("CHECKPOINT")
+            .await
+            .context("CHECKPOINT")?;
     }
     Ok(())
 }

@@ -68,7 +68,10 @@ pub async fn run(target: &Target, samples: u64) -> anyhow::Result<Figures> {
         figures.put("probe.p50_ms", latency.p50_ms);
         figures.put("probe.p99_ms", latency.p99_ms);
     }
-    figures.put("probe.claims_per_sample", polls as f64 / samples.max(1) as f64);
+    figures.put(
+        "probe.claims_per_sample",
+        polls as f64 / samples.max(1) as f64,
+    );
     Ok(figures)
 }
 
