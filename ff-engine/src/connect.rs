@@ -17,8 +17,9 @@
 //! - Valkey: `namespace` (separates deployments sharing a server), `cluster=true` (the host is
 //!   a cluster seed) and `seeds=host:port,host:port` (more seeds) —
 //!   `valkey://10.0.0.1:6379?cluster=true&seeds=10.0.0.2:6379&namespace=billing`;
-//! - Postgres: `schema` (default `flowfabric`), `pool_size` —
-//!   `postgres://app@db.internal/app?schema=jobs&pool_size=32`.
+//! - Postgres: `schema` (default `flowfabric`), `pool_size`, `hints` (`LISTEN/NOTIFY`
+//!   wake-ups, see `ff_backend_postgres::PostgresConfig::hints`) —
+//!   `postgres://app@db.internal/app?schema=jobs&pool_size=32&hints=true`.
 
 use std::sync::Arc;
 
@@ -203,12 +204,16 @@ async fn postgres(scheme: &str, rest: &str) -> Result<Arc<dyn EngineBackend>, En
     let partitions = params.partitions()?;
     let schema = params.take("schema");
     let pool_size = params.take_parsed::<usize>("pool_size", "a number of connections")?;
+    let hints = params.take_parsed::<bool>("hints", "true or false")?;
     let mut config = PostgresConfig::new(params.passthrough(scheme)).with_partitions(partitions);
     if let Some(schema) = schema {
         config = config.with_schema(schema);
     }
     if let Some(size) = pool_size {
         config = config.with_pool_size(size);
+    }
+    if let Some(on) = hints {
+        config = config.with_hints(on);
     }
     Ok(Arc::new(PostgresBackend::connect(config).await?))
 }
