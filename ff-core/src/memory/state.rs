@@ -287,11 +287,16 @@ impl State {
         exec.ready_seq = seq;
         let key = (-exec.spec.priority, seq, *id);
         let lane = exec.spec.lane.clone();
-        self.ready.entry(lane.clone()).or_default().insert(key);
-        self.hints.push(Hint::WorkReady {
-            partition: id.partition(),
-            lane,
-        });
+        let queue = self.ready.entry(lane.clone()).or_default();
+        queue.insert(key);
+        // Only the first ready execution of an idle lane wakes anyone: a busy lane's workers
+        // are already claiming, and a hint per execution would flood every subscriber.
+        if queue.len() == 1 {
+            self.hints.push(Hint::WorkReady {
+                partition: id.partition(),
+                lane,
+            });
+        }
     }
 
     /// `→ delayed` until `at`.
