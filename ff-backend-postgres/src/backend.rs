@@ -372,6 +372,9 @@ impl EngineBackend for PostgresBackend {
         spec: &ExecutionSpec,
     ) -> Result<CreatedExecution, EngineError> {
         spec.validate("")?;
+        // The id is minted once, before the first attempt, and the insert is `ON CONFLICT (id)
+        // DO NOTHING`: when a retry after a lost connection repeats an insert whose commit
+        // landed, it finds its own row instead of creating a second execution.
         let config = self.partitions();
         let id = match &spec.idempotency_key {
             Some(key) => ExecutionId::for_idempotency_key(key, &config),
@@ -420,7 +423,10 @@ impl EngineBackend for PostgresBackend {
             .await?;
         Ok(CreatedExecution {
             id,
-            created: !rows.is_empty(),
+            // Without a key the id was minted for this call alone (a v7 UUID, before the first
+            // attempt), so a row that already holds it was inserted by an earlier attempt of
+            // this same call whose reply was lost: it is this call's execution.
+            created: !rows.is_empty() || spec.idempotency_key.is_none(),
         })
     }
 

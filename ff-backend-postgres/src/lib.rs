@@ -59,7 +59,6 @@ mod pg_error;
 mod reads;
 mod reply;
 mod scanner;
-mod template;
 
 pub use backend::PostgresBackend;
 pub use config::{DEFAULT_SCHEMA, PostgresConfig, check_schema_name};

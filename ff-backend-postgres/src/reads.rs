@@ -15,7 +15,6 @@ use uuid::Uuid;
 
 use crate::backend::{PostgresBackend, part};
 use crate::reply::{self, corrupt, get, opt_ts, ts};
-use crate::template;
 
 /// One finished attempt as stored in `history` (see `ff_attempt_ended`).
 #[derive(Deserialize)]
@@ -78,40 +77,22 @@ pub(crate) async fn describe_execution(
     let caps: Vec<String> = get(row, 8)?;
     let retry: &str = get(row, 10)?;
     let history: Option<&str> = get(row, 20)?;
-    let mut snapshot = template::snapshot();
-    snapshot.id = *id;
-    snapshot.flow = match (flow_id, node_key) {
+    let flow = match (flow_id, node_key) {
         (Some(flow), Some(key)) => {
             Some((FlowId::from_uuid(flow), NodeKey::new(key).map_err(corrupt)?))
         }
         _ => None,
     };
-    snapshot.status = ExecutionStatus {
+    let status = ExecutionStatus {
         state,
         epoch: u64::try_from(epoch).map_err(corrupt)?,
         attempt: u32::try_from(attempt).map_err(corrupt)?,
         end_reason: reply::end_reason(get(row, 5)?)?,
     };
-    snapshot.lane = Lane::new(lane).map_err(corrupt)?;
-    snapshot.priority = get(row, 7)?;
-    snapshot.required_capabilities = caps
-        .into_iter()
-        .map(Capability::new)
-        .collect::<Result<BTreeSet<_>, _>>()
-        .map_err(corrupt)?;
-    snapshot.payload = get(row, 9)?;
-    snapshot.retry = serde_json::from_str::<RetryPolicy>(retry).map_err(corrupt)?;
-    snapshot.created_at = ts(get(row, 11)?);
-    snapshot.available_at = if state == ExecutionState::Delayed {
-        opt_ts(get(row, 12)?)
-    } else {
-        None
-    };
-    snapshot.deadline = opt_ts(get(row, 13)?);
     let lease_id: Option<Uuid> = get(row, 14)?;
     let worker: Option<String> = get(row, 15)?;
     let lease_expires: Option<i64> = get(row, 16)?;
-    snapshot.lease = match (state, lease_id, worker.clone(), lease_expires) {
+    let lease = match (state, lease_id, worker.clone(), lease_expires) {
         (ExecutionState::Running, Some(lease), Some(worker), Some(expires)) => Some(LeaseInfo {
             lease_id: LeaseId::from_uuid(lease),
             worker: WorkerId::new(worker).map_err(corrupt)?,
@@ -119,9 +100,6 @@ pub(crate) async fn describe_execution(
         }),
         _ => None,
     };
-    snapshot.progress = get(row, 17)?;
-    snapshot.result = get(row, 18)?;
-    snapshot.finished_at = opt_ts(get(row, 19)?);
     let mut attempts = match history {
         Some(text) => serde_json::from_str::<Vec<StoredAttempt>>(text)
             .map_err(corrupt)?
@@ -133,18 +111,42 @@ pub(crate) async fn describe_execution(
     if let (ExecutionState::Running, Some(lease), Some(worker)) = (state, lease_id, worker) {
         let started: Option<i64> = get(row, 21)?;
         attempts.push(AttemptRecord {
-            number: snapshot.status.attempt,
+            number: status.attempt,
             worker: WorkerId::new(worker).map_err(corrupt)?,
             lease_id: LeaseId::from_uuid(lease),
-            epoch: snapshot.status.epoch,
+            epoch: status.epoch,
             started_at: ts(started.unwrap_or(0)),
             ended_at: None,
             outcome: None,
             failure: None,
         });
     }
-    snapshot.attempts = attempts;
-    Ok(snapshot)
+    Ok(ExecutionSnapshot {
+        id: *id,
+        flow,
+        status,
+        lane: Lane::new(lane).map_err(corrupt)?,
+        priority: get(row, 7)?,
+        required_capabilities: caps
+            .into_iter()
+            .map(Capability::new)
+            .collect::<Result<BTreeSet<_>, _>>()
+            .map_err(corrupt)?,
+        payload: get(row, 9)?,
+        retry: serde_json::from_str::<RetryPolicy>(retry).map_err(corrupt)?,
+        created_at: ts(get(row, 11)?),
+        available_at: if state == ExecutionState::Delayed {
+            opt_ts(get(row, 12)?)
+        } else {
+            None
+        },
+        deadline: opt_ts(get(row, 13)?),
+        lease,
+        progress: get(row, 17)?,
+        result: get(row, 18)?,
+        finished_at: opt_ts(get(row, 19)?),
+        attempts,
+    })
 }
 
 fn group_of(policy: Option<&str>, need: Option<i32>, cancel: Option<bool>) -> DependencyGroup {
@@ -211,17 +213,21 @@ pub(crate) async fn describe_flow(
         )
         .await?;
     let state: &str = get(flow, 0)?;
-    let mut snapshot = template::flow();
-    snapshot.id = *id;
-    snapshot.state = FlowState::from_str(state).map_err(corrupt)?;
-    snapshot.cancel_requested = get(flow, 1)?;
-    snapshot.counts = FlowCounts {
-        total: count(get(flow, 2)?),
-        terminal: count(get(flow, 3)?),
-        failing: count(get(flow, 4)?),
+    let mut snapshot = FlowSnapshot {
+        id: *id,
+        state: FlowState::from_str(state).map_err(corrupt)?,
+        cancel_requested: get(flow, 1)?,
+        counts: FlowCounts {
+            total: count(get(flow, 2)?),
+            terminal: count(get(flow, 3)?),
+            failing: count(get(flow, 4)?),
+        },
+        created_at: ts(get(flow, 5)?),
+        finished_at: opt_ts(get(flow, 6)?),
+        members: Vec::with_capacity(members.len()),
+        edges: Vec::with_capacity(edges.len()),
+        groups: Vec::new(),
     };
-    snapshot.created_at = ts(get(flow, 5)?);
-    snapshot.finished_at = opt_ts(get(flow, 6)?);
     for row in &members {
         let key = NodeKey::new(get::<String>(row, 0)?).map_err(corrupt)?;
         snapshot.members.push(FlowMember {

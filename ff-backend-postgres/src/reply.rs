@@ -4,13 +4,11 @@
 use std::str::FromStr;
 
 use ff_core::{
-    ClaimedExecution, EndReason, EngineError, ExecutionId, ExecutionState, ExecutionStatus,
+    ClaimedExecution, EndReason, EngineError, ExecutionId, ExecutionState, ExecutionStatus, Fence,
     FenceReason, FlowId, Lane, LeaseId, NodeKey, Partition, Timestamp, UpstreamInput,
 };
 use tokio_postgres::Row;
 use uuid::Uuid;
-
-use crate::template;
 
 /// Column positions of `ff_reply`.
 mod col {
@@ -141,37 +139,42 @@ pub(crate) fn claimed(row: &Row) -> Result<ClaimedExecution, EngineError> {
     let attempt: i32 = get(row, col::ATTEMPT)?;
     let lane: String = get(row, col::LANE)?;
     let node_key: Option<String> = get(row, col::NODE_KEY)?;
-    let mut claimed = template::claimed();
-    claimed.fence.execution_id = id;
-    claimed.fence.lease_id = LeaseId::from_uuid(get(row, col::LEASE_ID)?);
-    claimed.fence.epoch = u64::try_from(epoch).map_err(corrupt)?;
-    claimed.attempt = u32::try_from(attempt).map_err(corrupt)?;
-    claimed.lane = Lane::new(lane).map_err(corrupt)?;
-    claimed.priority = get(row, col::PRIORITY)?;
-    claimed.payload = get(row, col::PAYLOAD)?;
-    claimed.flow_id = get::<Option<Uuid>>(row, col::FLOW_ID)?.map(FlowId::from_uuid);
-    claimed.node_key = node_key.map(NodeKey::new).transpose().map_err(corrupt)?;
-    claimed.lease_expires_at = ts(get(row, col::LEASE_EXPIRES_AT)?);
-    claimed.attempt_deadline = opt_ts(get(row, col::ATTEMPT_DEADLINE_AT)?);
-    claimed.deadline = opt_ts(get(row, col::DEADLINE_AT)?);
     let keys: Option<Vec<String>> = get(row, col::IN_KEYS)?;
-    if let Some(keys) = keys {
-        let ids: Vec<Uuid> = get(row, col::IN_IDS)?;
-        let results: Vec<Option<Vec<u8>>> = get(row, col::IN_RESULTS)?;
-        claimed.inputs = keys
-            .into_iter()
-            .zip(ids)
-            .zip(results)
-            .map(|((key, uuid), result)| {
-                Ok(UpstreamInput {
-                    node_key: NodeKey::new(key).map_err(corrupt)?,
-                    execution_id: exec_id(part, uuid)?,
-                    result,
+    let inputs = match keys {
+        Some(keys) => {
+            let ids: Vec<Uuid> = get(row, col::IN_IDS)?;
+            let results: Vec<Option<Vec<u8>>> = get(row, col::IN_RESULTS)?;
+            keys.into_iter()
+                .zip(ids)
+                .zip(results)
+                .map(|((key, uuid), result)| {
+                    Ok(UpstreamInput {
+                        node_key: NodeKey::new(key).map_err(corrupt)?,
+                        execution_id: exec_id(part, uuid)?,
+                        result,
+                    })
                 })
-            })
-            .collect::<Result<_, EngineError>>()?;
-    }
-    Ok(claimed)
+                .collect::<Result<_, EngineError>>()?
+        }
+        None => Vec::new(),
+    };
+    Ok(ClaimedExecution {
+        fence: Fence {
+            execution_id: id,
+            lease_id: LeaseId::from_uuid(get(row, col::LEASE_ID)?),
+            epoch: u64::try_from(epoch).map_err(corrupt)?,
+        },
+        attempt: u32::try_from(attempt).map_err(corrupt)?,
+        lane: Lane::new(lane).map_err(corrupt)?,
+        priority: get(row, col::PRIORITY)?,
+        payload: get(row, col::PAYLOAD)?,
+        inputs,
+        flow_id: get::<Option<Uuid>>(row, col::FLOW_ID)?.map(FlowId::from_uuid),
+        node_key: node_key.map(NodeKey::new).transpose().map_err(corrupt)?,
+        lease_expires_at: ts(get(row, col::LEASE_EXPIRES_AT)?),
+        attempt_deadline: opt_ts(get(row, col::ATTEMPT_DEADLINE_AT)?),
+        deadline: opt_ts(get(row, col::DEADLINE_AT)?),
+    })
 }
 
 /// Every `claimed` row of a reply.

@@ -1,11 +1,24 @@
 //! Hot-path benchmarks on a real Valkey server (`FF_VALKEY_URL`; skipped with a message when it
 //! is unset).
 //!
-//! First a measurement report (printed, not asserted): round trips per executed node (flat and
-//! a 10-node chain), memory per finished execution with a 100 B payload, flat throughput with
-//! 16 workers against a bare RPUSH/BLMPOP list queue on the same server, and cascade latency.
-//! `FF_BENCH_REPORT_ONLY=1` stops after the report. Then criterion benches of single
-//! operations: claim + complete, create a 10-node flow, one inline cascade.
+//! First a measurement report (printed, not asserted):
+//!
+//! - the anatomy of each hot operation, run alone: server time per FCALL (`INFO
+//!   commandstats`), server CPU per operation (`INFO cpu`, network included), and the commands
+//!   the function ran; with the server under `valgrind --tool=callgrind`
+//!   (`FF_BENCH_CALLGRIND_PID`, `FF_BENCH_CALLGRIND_OUT` = its `--callgrind-out-file`) also the
+//!   server instructions per operation, which unlike times do not depend on the machine's load;
+//! - in each of `FF_BENCH_ROUNDS` rounds (default 3; the machine may be shared, so only ratios
+//!   measured side by side mean something): flat throughput with 16 workers, then a bare
+//!   RPUSH/BLMPOP list queue on the same server (with server and bench-process CPU per
+//!   execution), then 10-node chains compared with that round's flat claim + complete;
+//! - round trips per executed node, the same on a cluster when `FF_VALKEY_CLUSTER_URLS` is set,
+//!   memory per finished execution with a 100 B payload, and cascade latency.
+//!
+//! `FF_BENCH_REPORT_ONLY=1` stops after the report, `FF_BENCH_ANATOMY_ONLY=1` after the anatomy,
+//! `FF_BENCH_SKIP_ANATOMY=1` skips it, `FF_BENCH_ANATOMY_N` sets its operations per step (default
+//! 2000). Then criterion benches of single operations: claim + complete, create a 10-node flow,
+//! one inline cascade.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -650,7 +663,7 @@ fn report(rt: &tokio::runtime::Runtime, url: &str) {
             .and_then(|r| r.parse().ok())
             .unwrap_or(3);
         let mut ratios = Vec::new();
-        let mut drains = Vec::new();
+        let mut chain_ratios = Vec::new();
         for round in 0..rounds {
             let b = backend(url, "flat").await;
             let (cpu0, client0) = (server_cpu_us(&b).await, client_cpu_us());
@@ -673,22 +686,28 @@ fn report(rt: &tokio::runtime::Runtime, url: &str) {
                 (client2 - client1) / 8000.0,
             );
             ratios.push(100.0 * e2e / be2e);
-            drains.push(drain);
+            // The chain right after the flat run it is compared with.
+            let (chain_ops, fcalls, rts) = chain_run(backend(url, "chain").await, 100, 16).await;
+            println!(
+                "  10-node chains (100 flows in flight, 16 workers): {chain_ops:.0} node \
+                 executions/s ({:.0} % of this round's flat claim+complete); {fcalls:.2} FCALLs \
+                 and {rts:.2} round trips per node",
+                100.0 * chain_ops / drain
+            );
+            chain_ratios.push(100.0 * chain_ops / drain);
         }
         ratios.sort_by(f64::total_cmp);
-        drains.sort_by(f64::total_cmp);
-        let drain = drains[drains.len() / 2];
+        chain_ratios.sort_by(f64::total_cmp);
         println!(
-            "flat vs bare list queue, end to end: median {:.0} % over {rounds} rounds",
-            ratios[ratios.len() / 2]
+            "median over {rounds} rounds: flat vs bare list queue, end to end {:.0} %; chain node \
+             executions vs flat claim+complete {:.0} %",
+            ratios[ratios.len() / 2],
+            chain_ratios[chain_ratios.len() / 2]
         );
-        let (chain_ops, fcalls, rts) = chain_run(backend(url, "chain").await, 100, 16).await;
-        println!(
-            "10-node chains (100 flows in flight, 16 workers): {chain_ops:.0} node executions/s \
-             ({:.0} % of flat claim+complete); {fcalls:.2} FCALLs and {rts:.2} round trips per node",
-            100.0 * chain_ops / drain
-        );
-        if let Some(seeds) = std::env::var("FF_VALKEY_CLUSTER_URLS").ok().filter(|s| !s.is_empty()) {
+        if let Some(seeds) = std::env::var("FF_VALKEY_CLUSTER_URLS")
+            .ok()
+            .filter(|s| !s.is_empty())
+        {
             let cluster = |tag: &str| {
                 let config = ValkeyConfig::cluster(seeds.split(',').map(str::to_string))
                     .with_namespace(format!("bench-{tag}-{}", uuid::Uuid::new_v4().simple()));

@@ -37,8 +37,8 @@
 //! with claimable work: `ff:<ns>:{lane:<lane>}:parts` (zset, member = partition, score = when
 //! its work becomes claimable), under its own hash tag.
 //!
-//! Deployment-wide keys (`ff:<ns>:meta`, and ownership keys under the `{ff:<ns>:coord}` tag)
-//! live outside any partition.
+//! Deployment-wide keys (`ff:<ns>:meta`, and ownership keys under the `{coord}` tag:
+//! `ff:<ns>:{coord}:instances`, `ff:<ns>:{coord}:owners`) live outside any partition.
 
 use crate::id::{ExecutionId, FlowId, Lane};
 use crate::partition::{Partition, PartitionConfig};

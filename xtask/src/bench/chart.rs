@@ -149,8 +149,8 @@ where
     } else {
         (
             10f64.powf((lo / 2.0).log10().floor()),
-            // Headroom above the tallest bar for the legend.
-            10f64.powf((hi * 60.0).log10().ceil()),
+            // Headroom above the tallest bar (four decades) for the legend.
+            10f64.powf((hi * 1e4).log10().ceil()),
         )
     };
     let n = categories.len();
