@@ -12,11 +12,12 @@ use ff_core::time::duration_millis;
 use ff_core::{
     CancelFlowMode, CancelFlowOutcome, CancelOutcome, Capabilities, CascadeProgress, ClaimRequest,
     ClaimedExecution, CompleteRequest, Completed, CompletionEvent, CreatedExecution, CreatedFlow,
-    EngineBackend, EngineError, ExecutionId, ExecutionSnapshot, ExecutionSummary, FailDisposition,
-    FailOutcome, FailRequest, Fence, FlowId, FlowPatch, FlowSnapshot, FlowSpec, FlowState,
-    GroupPolicy, HealthReport, InstanceId, InstanceInfo, Lane, ListCursor, ListQuery, NodeKey,
-    NodeSpec, OnSatisfied, Page, Partition, PartitionConfig, PartitionGrant, PartitionOwner,
-    ScanCursor, ScanFailure, ScanKind, ScanReport, ScanRequest, Timestamp, WorkerId,
+    DueSummary, EngineBackend, EngineError, ExecutionId, ExecutionSnapshot, ExecutionSummary,
+    FailDisposition, FailOutcome, FailRequest, Fence, FlowId, FlowPatch, FlowSnapshot, FlowSpec,
+    FlowState, GroupPolicy, HealthReport, InstanceId, InstanceInfo, Lane, ListCursor, ListQuery,
+    NodeKey, NodeSpec, OnSatisfied, Page, Partition, PartitionConfig, PartitionDue, PartitionGrant,
+    PartitionOwner, ScanCursor, ScanFailure, ScanKind, ScanReport, ScanRequest, Timestamp,
+    WorkerId,
 };
 use redis::Value;
 
@@ -896,6 +897,42 @@ impl EngineBackend for ValkeyBackend {
     }
 
     // ---------------------------------------------------------------- coordination
+
+    async fn due_summary(&self, partitions: &[Partition]) -> Result<DueSummary, EngineError> {
+        for &partition in partitions {
+            self.check_partition(partition)?;
+        }
+        let now = self.now().await?;
+        // One read-only FCALL per partition, all in flight at once: the multiplexed
+        // connection pipelines them (one round trip per shard).
+        let heads = futures_util::future::try_join_all(partitions.iter().map(|&partition| {
+            let keys = [self.prefix(partition)];
+            async move { self.conn.fcall("ff_due", &keys, &[], Idempotent::Yes).await }
+        }))
+        .await?;
+        let at = |f: &mut Fields| -> Result<Option<Timestamp>, EngineError> {
+            let score = f.int()?;
+            Ok(u64::try_from(score).ok().map(Timestamp::from_millis))
+        };
+        let mut summary = DueSummary {
+            now,
+            partitions: Vec::with_capacity(partitions.len()),
+        };
+        for (&partition, reply) in partitions.iter().zip(heads) {
+            let mut f = Fields::new(reply, "ff_due")?;
+            summary.partitions.push(PartitionDue {
+                partition,
+                lease_expiry: at(&mut f)?,
+                delayed: at(&mut f)?,
+                attempt_timeout: at(&mut f)?,
+                deadline: at(&mut f)?,
+                cancel_backlog: at(&mut f)?,
+                finished: at(&mut f)?,
+                completions: at(&mut f)?,
+            });
+        }
+        Ok(summary)
+    }
 
     async fn heartbeat_instance(
         &self,

@@ -1840,6 +1840,18 @@ local function owners(keys, a)
 end
 
 local RO = { 'no-writes' }
+-- due_summary: the earliest score of each time index of the partition (-1 when empty), in
+-- the order leases, delayed, timeouts, deadlines, cancels, terminal, completions. Read-only.
+local DUE_INDEXES = { 'leases', 'delayed', 'timeouts', 'deadlines', 'cancels', 'terminal', 'completions' }
+local function due(keys, a)
+  local out = {}
+  for i, name in ipairs(DUE_INDEXES) do
+    local head = redis.call('ZRANGE', keys[1] .. name, 0, 0, 'WITHSCORES')
+    if head[2] then out[i] = tonumber(head[2]) else out[i] = -1 end
+  end
+  return out
+end
+
 redis.register_function{ function_name = 'ff_version', callback = version, flags = RO }
 redis.register_function('ff_create', create)
 redis.register_function('ff_create_flow', create_flow)
@@ -1860,6 +1872,7 @@ redis.register_function{ function_name = 'ff_describe', callback = describe, fla
 redis.register_function{ function_name = 'ff_describe_flow', callback = describe_flow, flags = RO }
 redis.register_function{ function_name = 'ff_list', callback = list, flags = RO }
 redis.register_function{ function_name = 'ff_lane_due', callback = lane_due, flags = RO }
+redis.register_function{ function_name = 'ff_due', callback = due, flags = RO }
 redis.register_function('ff_claim_any', claim_any)
 redis.register_function('ff_heartbeat', heartbeat)
 redis.register_function('ff_remove_instance', remove_instance)
