@@ -673,16 +673,7 @@ impl EngineBackend for ValkeyBackend {
     }
 
     async fn progress(&self, fence: &Fence, progress: &[u8]) -> Result<(), EngineError> {
-        if progress.len() > limits::MAX_PROGRESS_BYTES {
-            return Err(EngineError::validation(
-                "progress",
-                format!(
-                    "{} bytes is larger than the limit of {}",
-                    progress.len(),
-                    limits::MAX_PROGRESS_BYTES
-                ),
-            ));
-        }
+        limits::check_size("progress", progress.len(), limits::MAX_PROGRESS_BYTES)?;
         let id = fence.execution_id;
         id.check(&self.partitions)?;
         let mut args = self.offset_args(4);
@@ -768,12 +759,7 @@ impl EngineBackend for ValkeyBackend {
         limit: u32,
     ) -> Result<Vec<CompletionEvent>, EngineError> {
         self.check_partition(partition)?;
-        if limit == 0 || limit > limits::MAX_SCAN_BATCH {
-            return Err(EngineError::validation(
-                "limit",
-                format!("{limit} is outside 1..={}", limits::MAX_SCAN_BATCH),
-            ));
-        }
+        limits::check_count("limit", limit, limits::MAX_SCAN_BATCH)?;
         let mut args = Args::new();
         args.num(limit);
         let mut f = self

@@ -170,6 +170,10 @@ pub struct HealthReport {
 
 /// The storage and coordination contract of FlowFabric. See the module docs for what holds
 /// for every method: validation before any write, atomicity, fencing, the backend clock.
+///
+/// A wrapper around another backend (metrics, fault injection) must forward *every* method,
+/// including those with a default body (`advance_clock`, `subscribe_hints`, `due_summary`):
+/// otherwise it silently answers with the default instead of the inner backend.
 #[async_trait]
 pub trait EngineBackend: Send + Sync + std::fmt::Debug {
     // ---------------------------------------------------------------- meta

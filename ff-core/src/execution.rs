@@ -106,16 +106,11 @@ impl ExecutionSpec {
     /// Checks the spec against the documented limits. `field` prefixes the field names in
     /// errors (`""` for a standalone execution, `nodes[3].spec.` for a flow node).
     pub fn validate(&self, field: &str) -> Result<(), EngineError> {
-        if self.payload.len() > limits::MAX_PAYLOAD_BYTES {
-            return Err(EngineError::validation(
-                format!("{field}payload"),
-                format!(
-                    "{} bytes is larger than the limit of {}",
-                    self.payload.len(),
-                    limits::MAX_PAYLOAD_BYTES
-                ),
-            ));
-        }
+        limits::check_size(
+            &format!("{field}payload"),
+            self.payload.len(),
+            limits::MAX_PAYLOAD_BYTES,
+        )?;
         check_priority(&format!("{field}priority"), self.priority)?;
         check_capability_count(
             &format!("{field}required_capabilities"),
@@ -245,12 +240,7 @@ impl ClaimRequest {
 
     /// Checks the request against the documented limits.
     pub fn validate(&self, field: &str) -> Result<(), EngineError> {
-        if self.max == 0 || self.max > limits::MAX_CLAIM_BATCH {
-            return Err(EngineError::validation(
-                format!("{field}max"),
-                format!("{} is outside 1..={}", self.max, limits::MAX_CLAIM_BATCH),
-            ));
-        }
+        limits::check_count(&format!("{field}max"), self.max, limits::MAX_CLAIM_BATCH)?;
         check_lease_ttl(&format!("{field}lease_ttl"), self.lease_ttl)?;
         check_capability_count(&format!("{field}capabilities"), self.capabilities.len())
     }
@@ -343,17 +333,8 @@ impl CompleteRequest {
 
     /// Checks the request against the documented limits.
     pub fn validate(&self) -> Result<(), EngineError> {
-        if let Some(result) = &self.result
-            && result.len() > limits::MAX_RESULT_BYTES
-        {
-            return Err(EngineError::validation(
-                "result",
-                format!(
-                    "{} bytes is larger than the limit of {}",
-                    result.len(),
-                    limits::MAX_RESULT_BYTES
-                ),
-            ));
+        if let Some(result) = &self.result {
+            limits::check_size("result", result.len(), limits::MAX_RESULT_BYTES)?;
         }
         if let Some(claim) = &self.claim_next {
             claim.validate("claim_next.")?;

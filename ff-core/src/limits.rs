@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::error::EngineError;
+
 /// Largest execution payload, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// Largest result a worker may complete with, in bytes.
@@ -46,6 +48,29 @@ pub const MIN_LEASE_TTL: Duration = Duration::from_millis(1);
 pub const MAX_SCAN_BATCH: u32 = 10_000;
 /// Most entries one list call may return.
 pub const MAX_PAGE_SIZE: u32 = 10_000;
+
+/// Checks that a count (batch size, page size) is within `1..=max`; the error names `field`.
+pub fn check_count(field: &str, value: u32, max: u32) -> Result<(), EngineError> {
+    if value == 0 || value > max {
+        return Err(EngineError::validation(
+            field,
+            format!("{value} is outside 1..={max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a blob (payload, result, progress) of `len` bytes fits `max`; the error names
+/// `field`.
+pub fn check_size(field: &str, len: usize, max: usize) -> Result<(), EngineError> {
+    if len > max {
+        return Err(EngineError::validation(
+            field,
+            format!("{len} bytes is larger than the limit of {max}"),
+        ));
+    }
+    Ok(())
+}
 
 /// Truncates `message` to at most [`MAX_ERROR_MESSAGE_BYTES`] at a character boundary.
 pub fn truncate_error_message(message: &str) -> &str {

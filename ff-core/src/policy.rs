@@ -109,16 +109,11 @@ impl RetryPolicy {
 
     /// Checks the policy against the documented limits.
     pub fn validate(&self, field: &str) -> Result<(), EngineError> {
-        if self.max_attempts == 0 || self.max_attempts > limits::MAX_ATTEMPTS {
-            return Err(EngineError::validation(
-                format!("{field}.max_attempts"),
-                format!(
-                    "{} is outside 1..={}",
-                    self.max_attempts,
-                    limits::MAX_ATTEMPTS
-                ),
-            ));
-        }
+        limits::check_count(
+            &format!("{field}.max_attempts"),
+            self.max_attempts,
+            limits::MAX_ATTEMPTS,
+        )?;
         match &self.backoff {
             Backoff::Fixed(delay) => check_duration(&format!("{field}.backoff"), *delay),
             Backoff::Exponential {

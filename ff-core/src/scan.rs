@@ -109,12 +109,7 @@ impl ScanRequest {
 
     /// Checks the request against the documented limits.
     pub fn validate(&self) -> Result<(), EngineError> {
-        if self.limit == 0 || self.limit > limits::MAX_SCAN_BATCH {
-            return Err(EngineError::validation(
-                "limit",
-                format!("{} is outside 1..={}", self.limit, limits::MAX_SCAN_BATCH),
-            ));
-        }
+        limits::check_count("limit", self.limit, limits::MAX_SCAN_BATCH)?;
         if let ScanKind::Retention { older_than } = self.kind {
             check_duration("kind.older_than", older_than)?;
         }

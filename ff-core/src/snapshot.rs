@@ -229,13 +229,7 @@ impl ListQuery {
 
     /// Checks the query against the documented limits.
     pub fn validate(&self) -> Result<(), EngineError> {
-        if self.limit == 0 || self.limit > limits::MAX_PAGE_SIZE {
-            return Err(EngineError::validation(
-                "limit",
-                format!("{} is outside 1..={}", self.limit, limits::MAX_PAGE_SIZE),
-            ));
-        }
-        Ok(())
+        limits::check_count("limit", self.limit, limits::MAX_PAGE_SIZE)
     }
 }
 

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use ff_core::EngineError;
-use ff_core::limits::{MAX_DURATION, MAX_SCAN_BATCH};
+use ff_core::limits::{MAX_DURATION, MAX_SCAN_BATCH, check_count};
 
 use crate::backoff::Backoff;
 
@@ -206,12 +206,7 @@ impl EngineConfig {
             ("dispatch_batch", self.dispatch_batch),
             ("scan_batch", self.scan_batch),
         ] {
-            if value == 0 || value > MAX_SCAN_BATCH {
-                return Err(EngineError::validation(
-                    field,
-                    format!("{value} is outside 1..={MAX_SCAN_BATCH}"),
-                ));
-            }
+            check_count(field, value, MAX_SCAN_BATCH)?;
         }
         for (field, value) in [
             ("dispatch_max_batches", self.dispatch_max_batches),

@@ -271,12 +271,7 @@ impl EngineBackend for MemoryBackend {
         limit: u32,
     ) -> Result<Vec<CompletionEvent>, EngineError> {
         self.config.check(partition)?;
-        if limit == 0 || limit > limits::MAX_SCAN_BATCH {
-            return Err(EngineError::validation(
-                "limit",
-                format!("{limit} is outside 1..={}", limits::MAX_SCAN_BATCH),
-            ));
-        }
+        limits::check_count("limit", limit, limits::MAX_SCAN_BATCH)?;
         Ok(self.with_state(|state, _| {
             state
                 .partition(partition)

@@ -238,16 +238,7 @@ impl State {
         progress: &[u8],
         now: Timestamp,
     ) -> Result<(), EngineError> {
-        if progress.len() > limits::MAX_PROGRESS_BYTES {
-            return Err(EngineError::validation(
-                "progress",
-                format!(
-                    "{} bytes is larger than the limit of {}",
-                    progress.len(),
-                    limits::MAX_PROGRESS_BYTES
-                ),
-            ));
-        }
+        limits::check_size("progress", progress.len(), limits::MAX_PROGRESS_BYTES)?;
         match self.check_fence(fence, now)? {
             Fenced::Ended => Err(self.not_active(&fence.execution_id)),
             Fenced::Live => {
