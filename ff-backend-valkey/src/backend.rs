@@ -218,6 +218,42 @@ impl ValkeyBackend {
         Ok(effects)
     }
 
+    /// Writes validated nodes and edges of `flow` in one FCALL (`ff_create_flow` or
+    /// `ff_add_nodes`), with member ids minted here on the flow's partition. A repeat of a
+    /// call that already landed answers the existing nodes.
+    async fn write_graph(
+        &self,
+        function: &'static str,
+        flow: &FlowId,
+        nodes: &[NodeSpec],
+        edges: &[ff_core::EdgeSpec],
+        incoming: &[u32],
+    ) -> Result<CreatedFlow, EngineError> {
+        let p = flow.partition(&self.partitions);
+        let ids: Vec<ExecutionId> = nodes
+            .iter()
+            .map(|_| ExecutionId::new_member(flow, &self.partitions))
+            .collect();
+        let mut args = self.offset_args(3 + nodes.len() * 15 + edges.len() * 4);
+        args.str(&flow.to_string())
+            .num(nodes.len())
+            .num(edges.len());
+        Self::graph_args(&mut args, &ids, nodes, edges, incoming);
+        let mut f = self
+            .call_partition(function, p, args, Idempotent::Yes)
+            .await?;
+        f.flow_status(flow)?;
+        let created = f.int()? == 1;
+        let existing = Self::node_pairs(p, f.array()?)?;
+        self.finish_effects(p, &mut f).await?;
+        let nodes = if created {
+            nodes.iter().map(|n| n.key.clone()).zip(ids).collect()
+        } else {
+            existing
+        };
+        Ok(created_flow(*flow, created, nodes))
+    }
+
     fn offset_args(&self, capacity: usize) -> Args {
         let mut args = Args::with_capacity(capacity + 1);
         args.str(&self.offset());
@@ -524,35 +560,14 @@ impl EngineBackend for ValkeyBackend {
 
     async fn create_flow(&self, spec: &FlowSpec) -> Result<CreatedFlow, EngineError> {
         let shape = spec.validate()?;
-        let p = spec.id.partition(&self.partitions);
-        let ids: Vec<ExecutionId> = spec
-            .nodes
-            .iter()
-            .map(|_| ExecutionId::new_member(&spec.id, &self.partitions))
-            .collect();
-        let mut args = self.offset_args(3 + spec.nodes.len() * 15 + spec.edges.len() * 4);
-        args.str(&spec.id.to_string())
-            .num(spec.nodes.len())
-            .num(spec.edges.len());
-        Self::graph_args(&mut args, &ids, &spec.nodes, &spec.edges, &shape.incoming);
-        let mut f = self
-            .call_partition("ff_create_flow", p, args, Idempotent::Yes)
-            .await?;
-        f.flow_status(&spec.id)?;
-        let created = f.int()? == 1;
-        let existing = Self::node_pairs(p, f.array()?)?;
-        self.finish_effects(p, &mut f).await?;
-        if created {
-            let nodes = spec
-                .nodes
-                .iter()
-                .zip(ids)
-                .map(|(n, id)| (n.key.clone(), id))
-                .collect();
-            Ok(created_flow(spec.id, true, nodes))
-        } else {
-            Ok(created_flow(spec.id, false, existing))
-        }
+        self.write_graph(
+            "ff_create_flow",
+            &spec.id,
+            &spec.nodes,
+            &spec.edges,
+            &shape.incoming,
+        )
+        .await
     }
 
     async fn add_nodes(
@@ -561,35 +576,14 @@ impl EngineBackend for ValkeyBackend {
         patch: &FlowPatch,
     ) -> Result<CreatedFlow, EngineError> {
         let shape = patch.validate()?;
-        let p = flow.partition(&self.partitions);
-        let ids: Vec<ExecutionId> = patch
-            .nodes
-            .iter()
-            .map(|_| ExecutionId::new_member(flow, &self.partitions))
-            .collect();
-        let mut args = self.offset_args(3 + patch.nodes.len() * 15 + patch.edges.len() * 4);
-        args.str(&flow.to_string())
-            .num(patch.nodes.len())
-            .num(patch.edges.len());
-        Self::graph_args(&mut args, &ids, &patch.nodes, &patch.edges, &shape.incoming);
-        let mut f = self
-            .call_partition("ff_add_nodes", p, args, Idempotent::Yes)
-            .await?;
-        f.flow_status(flow)?;
-        let created = f.int()? == 1;
-        let existing = Self::node_pairs(p, f.array()?)?;
-        self.finish_effects(p, &mut f).await?;
-        if created {
-            let nodes = patch
-                .nodes
-                .iter()
-                .zip(ids)
-                .map(|(n, id)| (n.key.clone(), id))
-                .collect();
-            Ok(created_flow(*flow, true, nodes))
-        } else {
-            Ok(created_flow(*flow, false, existing))
-        }
+        self.write_graph(
+            "ff_add_nodes",
+            flow,
+            &patch.nodes,
+            &patch.edges,
+            &shape.incoming,
+        )
+        .await
     }
 
     // ---------------------------------------------------------------- worker
