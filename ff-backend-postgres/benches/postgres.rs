@@ -7,8 +7,16 @@
 //! - `FF_PG_BENCH_REPORT=1 cargo bench -p ff-backend-postgres --bench postgres`: a one-shot
 //!   report of the figures the design's bars are about, measured in one run on one server:
 //!   flat throughput with 16 workers against a bare `SKIP LOCKED` queue table, 10-node chain
-//!   throughput, cascade latency, round trips and statements per executed node, rows and
-//!   bytes per finished execution.
+//!   throughput, both with hints off and on, cascade latency, round trips, statements and
+//!   server CPU per executed node, rows and bytes per finished execution. The phases run in
+//!   rounds (`FF_PG_BENCH_ROUNDS`, default 5), each round every phase once, so that load from
+//!   elsewhere on the machine hits all of them alike; ratios are taken within a round.
+//!   `FF_PG_BENCH_PHASES` picks phases (`bare,flat,chain,flat_hints,chain_hints`, plus
+//!   `flat_var,chain_var`); `FF_PG_BENCH_VARIANT_SQL` is SQL run on a third schema after its
+//!   migrations (e.g. an index dropped or a function replaced), which the `_var` phases
+//!   measure against the unchanged schema in the same rounds: an A/B test of a schema change.
+//!   Server CPU is read from `/proc/<pid>/schedstat` of the server's client backends, so
+//!   only when the server runs on this machine.
 
 use std::time::{Duration, Instant};
 
@@ -56,9 +64,16 @@ fn key(k: &str) -> NodeKey {
 
 /// Connects to a fresh schema.
 async fn connect(url: &str, schema: &str, pool: usize) -> Result<PostgresBackend, String> {
-    let config = PostgresConfig::new(url)
-        .with_schema(schema)
-        .with_pool_size(pool);
+    connect_with(
+        PostgresConfig::new(url)
+            .with_schema(schema)
+            .with_pool_size(pool),
+    )
+    .await
+}
+
+/// Connects to a fresh schema with `config`.
+async fn connect_with(config: PostgresConfig) -> Result<PostgresBackend, String> {
     let backend = PostgresBackend::connect(config.clone())
         .await
         .map_err(|e| e.to_string())?;
@@ -201,11 +216,12 @@ fn hot_paths(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: &Postgres
 mod report {
     //! The one-shot measurement report.
 
+    use std::collections::HashMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
-    use ff_backend_postgres::PostgresBackend;
+    use ff_backend_postgres::{PostgresBackend, PostgresConfig};
     use ff_core::{
         ClaimRequest, ClaimedExecution, CompleteRequest, EngineBackend, ExecutionSpec, Lane,
         WorkerId,
@@ -213,16 +229,35 @@ mod report {
 
     use tokio_postgres::{Client, NoTls};
 
-    use super::{chain, connect, lane};
+    use super::{chain, connect, connect_with, lane};
 
     const WORKERS: usize = 16;
     const FLAT: usize = 4_000;
     const PAYLOAD: usize = 4 * 1024;
     const CHAINS: usize = 100;
     const CHAIN_LEN: usize = 10;
-    const ROUNDS: usize = 3;
+    /// Batches of `CHAINS` flows per chain phase (as many nodes as the flat phase).
+    const CHAIN_BATCHES: usize = FLAT / (CHAINS * CHAIN_LEN);
 
     type Res<T> = Result<T, String>;
+
+    /// The phases of each round (`FF_PG_BENCH_PHASES`, comma-separated; default all):
+    /// `bare`, `flat`, `chain`, `flat_hints`, `chain_hints`.
+    fn phases() -> Vec<String> {
+        std::env::var("FF_PG_BENCH_PHASES")
+            .unwrap_or_else(|_| "bare,flat,chain,flat_hints,chain_hints".into())
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .collect()
+    }
+
+    fn rounds() -> usize {
+        std::env::var("FF_PG_BENCH_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .filter(|r| *r > 0)
+            .unwrap_or(5)
+    }
 
     async fn client(url: &str) -> Res<Client> {
         let (client, connection) = tokio_postgres::connect(url, NoTls)
@@ -233,7 +268,7 @@ mod report {
     }
 
     /// Statements executed by the server, nested ones included (pg_stat_statements with
-    /// `track = all`, when loaded).
+    /// `track = all`, when loaded). Counted when each statement ends: no settling needed.
     async fn server_statements(admin: &Client) -> Option<i64> {
         admin
             .query_one(
@@ -246,25 +281,120 @@ mod report {
             .and_then(|row| row.get::<_, Option<i64>>(0))
     }
 
-    /// WAL written so far: (bytes, full-page images).
-    async fn wal(admin: &Client) -> (i64, i64) {
+    /// WAL inserted so far, in bytes (exact, unlike the cumulative statistics).
+    async fn wal_lsn(admin: &Client) -> Option<i64> {
         admin
-            .query_one("SELECT wal_bytes::bigint, wal_fpi FROM pg_stat_wal", &[])
+            .query_one(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint",
+                &[],
+            )
             .await
-            .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1)))
-            .unwrap_or((0, 0))
+            .ok()
+            .map(|row| row.get::<_, i64>(0))
     }
 
-    fn per_node(before: Option<i64>, after: Option<i64>, nodes: usize) -> String {
-        match (before, after) {
-            (Some(a), Some(b)) => format!("{:.2} (nested included)", (b - a) as f64 / nodes as f64),
-            _ => "n/a (pg_stat_statements not loaded)".into(),
+    /// CPU time of the server's client backends, when it runs on this machine: nanoseconds on
+    /// CPU per process (`/proc/<pid>/schedstat`). Less sensitive to load from elsewhere than
+    /// throughput; background work (WAL writer, checkpoints, autovacuum) is left out, as it
+    /// comes in bursts that would make the figure noisy.
+    struct ServerCpu {
+        start: HashMap<i32, u64>,
+    }
+
+    async fn server_pids(admin: &Client) -> Vec<i32> {
+        admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'",
+                &[],
+            )
+            .await
+            .map(|rows| rows.iter().map(|r| r.get::<_, i32>(0)).collect())
+            .unwrap_or_default()
+    }
+
+    fn on_cpu_ns(pid: i32) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+        text.split_whitespace().next()?.parse().ok()
+    }
+
+    impl ServerCpu {
+        async fn start(admin: &Client) -> ServerCpu {
+            let start = server_pids(admin)
+                .await
+                .into_iter()
+                .filter_map(|pid| Some((pid, on_cpu_ns(pid)?)))
+                .collect();
+            ServerCpu { start }
+        }
+
+        /// CPU time since `start` of the processes alive now (`None` if the server is not
+        /// local).
+        async fn elapsed(&self, admin: &Client) -> Option<Duration> {
+            let mut total = 0u64;
+            let mut seen = false;
+            for pid in server_pids(admin).await {
+                if let Some(now) = on_cpu_ns(pid) {
+                    seen = true;
+                    total += now.saturating_sub(self.start.get(&pid).copied().unwrap_or(0));
+                }
+            }
+            seen.then(|| Duration::from_nanos(total))
         }
     }
 
-    async fn settle_stats() {
-        // Let statistics settle between phases.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+    /// What one phase measured.
+    #[derive(Clone, Copy, Default)]
+    struct Phase {
+        /// Executed nodes per second.
+        rate: f64,
+        /// Server CPU per node, µs.
+        cpu_us: Option<f64>,
+        /// Statements per node, nested included.
+        statements: Option<f64>,
+        /// Round trips per node (backend phases only).
+        trips: Option<f64>,
+        /// WAL bytes per node (everything the server wrote meanwhile).
+        wal: Option<f64>,
+    }
+
+    /// Measures `nodes` executed by `run`: rate, server CPU, statements, round trips.
+    async fn measure<F, Fut>(
+        admin: &Client,
+        backend: Option<&PostgresBackend>,
+        nodes: usize,
+        run: F,
+    ) -> Res<Phase>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Res<Duration>>,
+    {
+        let stmts0 = server_statements(admin).await;
+        let trips0 = backend.map(|b| b.round_trips());
+        let wal0 = wal_lsn(admin).await;
+        let cpu = ServerCpu::start(admin).await;
+        let elapsed = run().await?;
+        let cpu = cpu.elapsed(admin).await;
+        let wal1 = wal_lsn(admin).await;
+        let stmts1 = server_statements(admin).await;
+        let trips1 = backend.map(|b| b.round_trips());
+        let n = nodes as f64;
+        Ok(Phase {
+            rate: n / elapsed.as_secs_f64(),
+            cpu_us: cpu.map(|c| c.as_secs_f64() * 1e6 / n),
+            statements: match (stmts0, stmts1) {
+                // The statements reading the statistics are not counted (`pg_stat` filter).
+                (Some(a), Some(b)) => Some((b - a) as f64 / n),
+                _ => None,
+            },
+            trips: match (trips0, trips1) {
+                (Some(a), Some(b)) => Some((b - a) as f64 / n),
+                _ => None,
+            },
+            wal: match (wal0, wal1) {
+                (Some(a), Some(b)) => Some((b - a) as f64 / n),
+                _ => None,
+            },
+        })
     }
 
     /// 16 workers drain `lane` with claim-next: one round trip per node.
@@ -330,9 +460,48 @@ mod report {
         Ok(started.elapsed())
     }
 
-    /// The bare queue: insert / claim-update / complete-update, same payloads, 16 workers.
-    async fn bare_queue(url: &str, n: usize) -> Res<(Duration, Duration)> {
-        let admin = client(url).await?;
+    /// Flat: submit `FLAT` executions (16 producers), then measure their claim + complete.
+    async fn flat(admin: &Client, backend: &PostgresBackend, lane: &Lane) -> Res<(Phase, f64)> {
+        let submit = submit_flat(backend, lane, FLAT).await?;
+        let phase = measure(admin, Some(backend), FLAT, || drain(backend, lane, FLAT)).await?;
+        Ok((phase, FLAT as f64 / submit.as_secs_f64()))
+    }
+
+    /// Chains: `CHAIN_BATCHES` times, create `CHAINS` 10-node chains (not timed) and measure
+    /// their execution with 16 workers; rates over the summed drain times.
+    async fn chains(admin: &Client, backend: &PostgresBackend, lane: &Lane) -> Res<Phase> {
+        let nodes = CHAINS * CHAIN_LEN;
+        let mut total = Phase::default();
+        let mut elapsed = 0.0;
+        for _ in 0..CHAIN_BATCHES {
+            for _ in 0..CHAINS {
+                backend
+                    .create_flow(&chain(lane, CHAIN_LEN, PAYLOAD))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let phase =
+                measure(admin, Some(backend), nodes, || drain(backend, lane, nodes)).await?;
+            elapsed += nodes as f64 / phase.rate;
+            let add = |a: Option<f64>, b: Option<f64>| Some(a.unwrap_or(0.0) + b?);
+            total.cpu_us = add(total.cpu_us, phase.cpu_us);
+            total.statements = add(total.statements, phase.statements);
+            total.trips = add(total.trips, phase.trips);
+            total.wal = add(total.wal, phase.wal);
+        }
+        let batches = CHAIN_BATCHES as f64;
+        Ok(Phase {
+            rate: (nodes * CHAIN_BATCHES) as f64 / elapsed,
+            cpu_us: total.cpu_us.map(|v| v / batches),
+            statements: total.statements.map(|v| v / batches),
+            trips: total.trips.map(|v| v / batches),
+            wal: total.wal.map(|v| v / batches),
+        })
+    }
+
+    /// The bare queue: insert / claim-update / complete-update, same payloads, 16 workers;
+    /// the claim + complete part is measured.
+    async fn bare_queue(url: &str, admin: &Client, n: usize) -> Res<(Phase, f64)> {
         admin
             .batch_execute(
                 "DROP SCHEMA IF EXISTS ffbare CASCADE; CREATE SCHEMA ffbare;
@@ -370,54 +539,58 @@ mod report {
             task.await.map_err(|e| e.to_string())??;
         }
         let submit = started.elapsed();
-        let done = Arc::new(AtomicUsize::new(0));
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for (w, c) in clients.iter().enumerate() {
-            let c = c.clone();
-            let done = done.clone();
-            tasks.push(tokio::spawn(async move {
-                let claim = c
-                    .prepare(
-                        "UPDATE ffbare.queue SET state = 1, worker = $1
-                         WHERE id = (SELECT id FROM ffbare.queue WHERE state = 0
-                                     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-                         RETURNING id, payload",
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let complete = c
-                    .prepare("UPDATE ffbare.queue SET state = 2, result = $2 WHERE id = $1")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let worker = format!("w{w}");
-                while done.load(Ordering::Relaxed) < n {
-                    let rows = c
-                        .query(&claim, &[&worker])
+        let drain = || async {
+            let done = Arc::new(AtomicUsize::new(0));
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for (w, c) in clients.iter().enumerate() {
+                let c = c.clone();
+                let done = done.clone();
+                tasks.push(tokio::spawn(async move {
+                    let claim = c
+                        .prepare(
+                            "UPDATE ffbare.queue SET state = 1, worker = $1
+                             WHERE id = (SELECT id FROM ffbare.queue WHERE state = 0
+                                         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                             RETURNING id, payload",
+                        )
                         .await
                         .map_err(|e| e.to_string())?;
-                    let Some(row) = rows.first() else {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                        continue;
-                    };
-                    let id: i64 = row.get(0);
-                    c.execute(&complete, &[&id, &b"done".to_vec()])
+                    let complete = c
+                        .prepare("UPDATE ffbare.queue SET state = 2, result = $2 WHERE id = $1")
                         .await
                         .map_err(|e| e.to_string())?;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok::<(), String>(())
-            }));
-        }
-        for task in tasks {
-            task.await.map_err(|e| e.to_string())??;
-        }
-        let drain = started.elapsed();
+                    let worker = format!("w{w}");
+                    while done.load(Ordering::Relaxed) < n {
+                        let rows = c
+                            .query(&claim, &[&worker])
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let Some(row) = rows.first() else {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            continue;
+                        };
+                        let id: i64 = row.get(0);
+                        c.execute(&complete, &[&id, &b"done".to_vec()])
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok::<(), String>(())
+                }));
+            }
+            for task in tasks {
+                task.await.map_err(|e| e.to_string())??;
+            }
+            Ok(started.elapsed())
+        };
+        let phase = measure(admin, None, n, drain).await?;
+        drop(clients);
         admin
             .batch_execute("DROP SCHEMA ffbare CASCADE")
             .await
             .map_err(|e| e.to_string())?;
-        Ok((submit, drain))
+        Ok((phase, n as f64 / submit.as_secs_f64()))
     }
 
     fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -488,117 +661,222 @@ mod report {
         Ok((bytes, rows))
     }
 
+    fn mean(values: &[f64]) -> f64 {
+        values.iter().sum::<f64>() / values.len().max(1) as f64
+    }
+
+    fn opt(v: Option<f64>, digits: usize) -> String {
+        v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.digits$}"))
+    }
+
+    /// Mean of an optional per-phase figure over the rounds.
+    fn mean_of(phases: &[Phase], f: impl Fn(&Phase) -> Option<f64>) -> Option<f64> {
+        let values: Option<Vec<f64>> = phases.iter().map(f).collect();
+        values.map(|v| mean(&v))
+    }
+
+    fn describe(name: &str, phases: &[Phase]) {
+        println!(
+            "  {name:<22} {:>6.0}/s  server CPU {:>5} µs/node  statements {:>5}/node  \
+             WAL {:>5} B/node  round trips {}/node",
+            mean(&phases.iter().map(|p| p.rate).collect::<Vec<_>>()),
+            opt(mean_of(phases, |p| p.cpu_us), 0),
+            opt(mean_of(phases, |p| p.statements), 2),
+            opt(mean_of(phases, |p| p.wal), 0),
+            opt(mean_of(phases, |p| p.trips), 2),
+        );
+    }
+
     pub(super) async fn run(url: &str) -> Res<()> {
         let admin = client(url).await?;
         let pss = admin
             .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             .await
-            .is_ok();
+            .is_ok()
+            && server_statements(&admin).await.is_some();
         println!("# ff-backend-postgres report");
         let version: String = admin
             .query_one("SHOW server_version", &[])
             .await
             .map_err(|e| e.to_string())?
             .get(0);
-        println!("server {version}, {WORKERS} workers, pg_stat_statements: {pss}");
-
-        // Flat, alternating with the bare queue (same server, same run) so that load from
-        // elsewhere on the machine hits both alike.
-        let backend = connect(url, "ffreport", WORKERS + 4).await?;
-        let mut flat_rates = Vec::new();
-        let mut bare_rates = Vec::new();
-        for round in 1..=ROUNDS {
-            let bare_wal0 = wal(&admin).await;
-            let (bare_submit, bare_drain) = bare_queue(url, FLAT).await?;
-            let bare_wal1 = wal(&admin).await;
-            let bare_rate = FLAT as f64 / bare_drain.as_secs_f64();
-            let bare_e2e = FLAT as f64 / (bare_submit + bare_drain).as_secs_f64();
-            let flat_lane = lane(&format!("flat{round}"));
-            let wal0 = wal(&admin).await;
-            let submit = submit_flat(&backend, &flat_lane, FLAT).await?;
-            settle_stats().await;
-            let stmts0 = server_statements(&admin).await;
-            let trips0 = backend.round_trips();
-            let flat_drain = drain(&backend, &flat_lane, FLAT).await?;
-            let trips = backend.round_trips() - trips0;
-            settle_stats().await;
-            let stmts1 = server_statements(&admin).await;
-            let wal1 = wal(&admin).await;
-            let flat_rate = FLAT as f64 / flat_drain.as_secs_f64();
-            let flat_e2e = FLAT as f64 / (submit + flat_drain).as_secs_f64();
-            println!(
-                "round {round}: bare SKIP LOCKED queue: submit {:.0}/s, claim+complete {:.0}/s, \
-                 end to end {:.0}/s",
-                FLAT as f64 / bare_submit.as_secs_f64(),
-                bare_rate,
-                bare_e2e
-            );
-            println!(
-                "round {round}: flowfabric flat: submit {:.0}/s, claim+complete {:.0}/s \
-                 ({:.0} % of bare), end to end {:.0}/s ({:.0} % of bare)",
-                FLAT as f64 / submit.as_secs_f64(),
-                flat_rate,
-                100.0 * flat_rate / bare_rate,
-                flat_e2e,
-                100.0 * flat_e2e / bare_e2e
-            );
-            println!(
-                "  per executed node (claim+complete phase): {:.2} round trips, statements {}",
-                trips as f64 / FLAT as f64,
-                per_node(stmts0, stmts1, FLAT)
-            );
-            println!(
-                "  WAL per task, submit to complete: flowfabric {:.0} bytes / {:.2} full-page \
-                 images, bare {:.0} bytes / {:.2}",
-                (wal1.0 - wal0.0) as f64 / FLAT as f64,
-                (wal1.1 - wal0.1) as f64 / FLAT as f64,
-                (bare_wal1.0 - bare_wal0.0) as f64 / FLAT as f64,
-                (bare_wal1.1 - bare_wal0.1) as f64 / FLAT as f64
-            );
-            flat_rates.push(flat_rate);
-            bare_rates.push(bare_rate);
-        }
-        let flat_rate = flat_rates.iter().sum::<f64>() / flat_rates.len() as f64;
-        let bare_rate = bare_rates.iter().sum::<f64>() / bare_rates.len() as f64;
+        let rounds = rounds();
         println!(
-            "flat claim+complete, mean of {ROUNDS} rounds: flowfabric {flat_rate:.0}/s, bare \
-             {bare_rate:.0}/s: {:.0} %",
-            100.0 * flat_rate / bare_rate
+            "server {version}, {WORKERS} workers, {PAYLOAD} B payloads, {rounds} rounds; \
+             pg_stat_statements (track = all): {pss}"
         );
 
-        // Chains: 100 flows of 10 nodes in flight.
-        let chain_lane = lane("chain");
-        let started = Instant::now();
-        for _ in 0..CHAINS {
-            backend
-                .create_flow(&chain(&chain_lane, CHAIN_LEN, PAYLOAD))
-                .await
-                .map_err(|e| e.to_string())?;
+        let off = connect_with(
+            PostgresConfig::new(url)
+                .with_schema("ffreport")
+                .with_pool_size(WORKERS + 4)
+                .with_hints(false),
+        )
+        .await?;
+        let on = connect_with(
+            PostgresConfig::new(url)
+                .with_schema("ffreport_hints")
+                .with_pool_size(WORKERS + 4)
+                .with_hints(true),
+        )
+        .await?;
+        // A listener, as an engine and workers would have, drained so it never lags.
+        let mut hints = on.subscribe_hints().await.map_err(|e| e.to_string())?;
+        let listener = tokio::spawn(async move {
+            let mut received = 0u64;
+            while hints.recv().await.is_some() {
+                received += 1;
+            }
+            received
+        });
+
+        let (mut bare, mut flat_off, mut chain_off, mut flat_on, mut chain_on) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut bare_submit, mut flat_submit) = (Vec::new(), Vec::new());
+        // Experiments: FF_PG_BENCH_VARIANT_SQL runs on a third schema (search_path set to it)
+        // after its migrations; phases `flat_var` and `chain_var` measure it.
+        let var = match std::env::var("FF_PG_BENCH_VARIANT_SQL") {
+            Ok(sql) => {
+                let var = connect(url, "ffreport_var", WORKERS + 4).await?;
+                admin
+                    .batch_execute(&format!(
+                        "SET search_path TO ffreport_var; {sql}; RESET search_path"
+                    ))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Some(var)
+            }
+            Err(_) => None,
+        };
+        let (mut flat_var, mut chain_var) = (Vec::new(), Vec::new());
+        let phases = phases();
+        let wanted = |name: &str| phases.iter().any(|p| p == name);
+        for round in 1..=rounds {
+            let skip = Phase {
+                rate: f64::NAN,
+                ..Phase::default()
+            };
+            let (b, b_submit) = if wanted("bare") {
+                bare_queue(url, &admin, FLAT).await?
+            } else {
+                (skip, f64::NAN)
+            };
+            let (f, f_submit) = if wanted("flat") {
+                flat(&admin, &off, &lane(&format!("flat{round}"))).await?
+            } else {
+                (skip, f64::NAN)
+            };
+            let c = if wanted("chain") {
+                chains(&admin, &off, &lane(&format!("chain{round}"))).await?
+            } else {
+                skip
+            };
+            let fh = if wanted("flat_hints") {
+                flat(&admin, &on, &lane(&format!("flat{round}"))).await?.0
+            } else {
+                skip
+            };
+            let ch = if wanted("chain_hints") {
+                chains(&admin, &on, &lane(&format!("chain{round}"))).await?
+            } else {
+                skip
+            };
+            if let Some(var) = &var {
+                if wanted("flat_var") {
+                    let fv = flat(&admin, var, &lane(&format!("flat{round}"))).await?.0;
+                    println!(
+                        "round {round}: variant flat {:.0}/s = {:.0} % of flat",
+                        fv.rate,
+                        100.0 * fv.rate / f.rate
+                    );
+                    flat_var.push(fv);
+                }
+                if wanted("chain_var") {
+                    let cv = chains(&admin, var, &lane(&format!("chain{round}"))).await?;
+                    println!(
+                        "round {round}: variant chain {:.0}/s = {:.0} % of chain",
+                        cv.rate,
+                        100.0 * cv.rate / c.rate
+                    );
+                    chain_var.push(cv);
+                }
+            }
+            println!(
+                "round {round}: bare {:.0}/s | flat {:.0}/s = {:.0} % of bare | chain {:.0}/s = \
+                 {:.0} % of flat | hints on: flat {:.0}/s = {:.0} % of bare ({:.0} % of off), \
+                 chain {:.0}/s = {:.0} % of flat ({:.0} % of off)",
+                b.rate,
+                f.rate,
+                100.0 * f.rate / b.rate,
+                c.rate,
+                100.0 * c.rate / f.rate,
+                fh.rate,
+                100.0 * fh.rate / b.rate,
+                100.0 * fh.rate / f.rate,
+                ch.rate,
+                100.0 * ch.rate / fh.rate,
+                100.0 * ch.rate / c.rate,
+            );
+            bare.push(b);
+            flat_off.push(f);
+            chain_off.push(c);
+            flat_on.push(fh);
+            chain_on.push(ch);
+            bare_submit.push(b_submit);
+            flat_submit.push(f_submit);
         }
-        let create = started.elapsed();
-        settle_stats().await;
-        let stmts0 = server_statements(&admin).await;
-        let trips0 = backend.round_trips();
-        let nodes = CHAINS * CHAIN_LEN;
-        let chain_drain = drain(&backend, &chain_lane, nodes).await?;
-        let trips = backend.round_trips() - trips0;
-        settle_stats().await;
-        let stmts1 = server_statements(&admin).await;
-        let chain_rate = nodes as f64 / chain_drain.as_secs_f64();
+        let ratio = |a: &[Phase], b: &[Phase]| {
+            let per_round: Vec<f64> = a
+                .iter()
+                .zip(b)
+                .map(|(a, b)| 100.0 * a.rate / b.rate)
+                .collect();
+            let mut sorted = per_round.clone();
+            sorted.sort_by(f64::total_cmp);
+            format!(
+                "mean {:.0} %, median {:.0} % (rounds: {})",
+                mean(&per_round),
+                sorted[sorted.len() / 2],
+                per_round
+                    .iter()
+                    .map(|r| format!("{r:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        println!("means over {rounds} rounds (claim + complete phases):");
+        describe("bare SKIP LOCKED queue", &bare);
+        describe("flat, hints off", &flat_off);
+        describe("chain, hints off", &chain_off);
+        describe("flat, hints on", &flat_on);
+        describe("chain, hints on", &chain_on);
+        if !flat_var.is_empty() {
+            describe("variant flat", &flat_var);
+            println!("variant / flat: {}", ratio(&flat_var, &flat_off));
+        }
+        if !chain_var.is_empty() {
+            describe("variant chain", &chain_var);
+            println!("variant / chain: {}", ratio(&chain_var, &chain_off));
+        }
+        println!("flat / bare (bar ≥ 70 %): {}", ratio(&flat_off, &bare));
         println!(
-            "flowfabric chains ({CHAINS} x {CHAIN_LEN} nodes in flight): create {:.0} flows/s, \
-             {:.0} node executions/s ({:.0} % of flat)",
-            CHAINS as f64 / create.as_secs_f64(),
-            chain_rate,
-            100.0 * chain_rate / flat_rate
+            "chain / flat (bar ≥ 70 %): {}",
+            ratio(&chain_off, &flat_off)
         );
+        println!("hints on: flat / bare: {}", ratio(&flat_on, &bare));
+        println!("hints on: chain / flat: {}", ratio(&chain_on, &flat_on));
+        println!("hints on / off, flat: {}", ratio(&flat_on, &flat_off));
+        println!("hints on / off, chain: {}", ratio(&chain_on, &chain_off));
         println!(
-            "  per executed node: {:.2} round trips, statements {}",
-            trips as f64 / nodes as f64,
-            per_node(stmts0, stmts1, nodes)
+            "submit: bare {:.0}/s, flowfabric {:.0}/s",
+            mean(&bare_submit),
+            mean(&flat_submit)
         );
+        drop(on);
+        listener.abort();
 
         // Cascade latency, idle and under chain load.
+        let backend = off;
         let probe_lane = lane("probe");
         let idle = cascade_latency(&backend, &probe_lane, 300).await?;
         println!(
@@ -606,6 +884,7 @@ mod report {
             percentile(&idle, 0.5),
             percentile(&idle, 0.99)
         );
+        let chain_lane = lane("chain-load");
         for _ in 0..CHAINS {
             backend
                 .create_flow(&chain(&chain_lane, CHAIN_LEN, PAYLOAD))
@@ -625,6 +904,9 @@ mod report {
             percentile(&loaded, 0.99)
         );
         backend.drop_schema().await.map_err(|e| e.to_string())?;
+        if let Ok(on) = connect(url, "ffreport_hints", 1).await {
+            let _ = on.drop_schema().await;
+        }
 
         // Footprint of finished executions with 100 B payloads.
         let backend = connect(url, "fffootprint", 4).await?;

@@ -14,17 +14,17 @@ use ff_core::time::duration_millis;
 use ff_core::{
     CancelFlowMode, CancelFlowOutcome, CancelOutcome, Capabilities, CascadeProgress, ClaimRequest,
     ClaimedExecution, CompleteRequest, Completed, CompletionEvent, CreatedExecution, CreatedFlow,
-    EngineBackend, EngineError, ExecutionId, ExecutionSnapshot, ExecutionSpec, ExecutionSummary,
-    FailDisposition, FailOutcome, FailRequest, Fence, FlowId, FlowPatch, FlowSnapshot, FlowSpec,
-    HealthReport, HintReceiver, InstanceId, InstanceInfo, ListQuery, Page, Partition,
-    PartitionConfig, PartitionGrant, PartitionOwner, RetryPolicy, ScanReport, ScanRequest,
-    Timestamp, limits,
+    DueSummary, EngineBackend, EngineError, ExecutionId, ExecutionSnapshot, ExecutionSpec,
+    ExecutionSummary, FailDisposition, FailOutcome, FailRequest, Fence, FlowId, FlowPatch,
+    FlowSnapshot, FlowSpec, HealthReport, HintReceiver, InstanceId, InstanceInfo, ListQuery, Page,
+    Partition, PartitionConfig, PartitionGrant, PartitionOwner, RetryPolicy, ScanReport,
+    ScanRequest, Timestamp, limits,
 };
 use tokio_postgres::types::ToSql;
 
 use crate::config::PostgresConfig;
 use crate::db::Db;
-use crate::hints::Hints;
+use crate::hints::{Hints, Notifier};
 use crate::migrate;
 use crate::reply;
 
@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     /// With a frozen clock: its reading at connect (the clock is then base + offset).
     pub(crate) frozen_base: Option<i64>,
     pub(crate) hints: Hints,
+    /// Hints sent after commit (FlowFinished of `complete`).
+    pub(crate) notifier: Notifier,
 }
 
 /// Milliseconds of a duration, as the database stores them.
@@ -73,6 +75,7 @@ impl PostgresBackend {
         let db = Db::new(&config)?;
         migrate::migrate(&db, config.schema_name(), config.partitions).await?;
         let hints = Hints::new(&config)?;
+        let notifier = Notifier::new(&config, db.clone());
         let frozen_base = if config.frozen_clock {
             let row = db.query_one("SELECT ff_now(0)", &[]).await?;
             Some(reply::get::<i64>(&row, 0)?)
@@ -86,6 +89,7 @@ impl PostgresBackend {
                 clock_offset: AtomicI64::new(0),
                 frozen_base,
                 hints,
+                notifier,
             }),
         })
     }
@@ -230,7 +234,10 @@ impl PostgresBackend {
     }
 
     /// A fenced single-row update (renew, progress): the update decides; when it matches
-    /// nothing, one more read classifies why.
+    /// nothing, one more read classifies why. `$7` is `'running'`, passed as a parameter
+    /// rather than written as a literal: the generic plan then cannot use the partial
+    /// lease-expiry index (a range scan over the partition's running executions), and probes
+    /// the primary key.
     async fn fenced_update(
         &self,
         sql: &str,
@@ -251,6 +258,7 @@ impl PostgresBackend {
                     &epoch,
                     value,
                     &self.offset(),
+                    &"running",
                 ],
             )
             .await?;
@@ -280,6 +288,35 @@ impl PostgresBackend {
         }
     }
 }
+
+/// `create_execution`: one INSERT, `ready` or `delayed`.
+const CREATE_EXECUTION: &str = "WITH now AS (SELECT ff_now($1) AS t)
+     INSERT INTO ff_execution (id, part, state, lane, priority, caps, payload, max_attempts,
+         retry, delay_ms, attempt_timeout_ms, deadline_at, created_at, ready_seq, available_at)
+     SELECT $2, $3, CASE WHEN $10::bigint > 0 THEN 'delayed' ELSE 'ready' END,
+         $4, $5, $6, $7, $8, $9, $10, $11, now.t + $12, now.t,
+         CASE WHEN $10::bigint > 0 THEN NULL ELSE nextval('ff_ready_seq') END,
+         CASE WHEN $10::bigint > 0 THEN now.t + $10 END
+     FROM now
+     ON CONFLICT (id) DO NOTHING
+     RETURNING id";
+
+/// `create_execution` with hints on: the same INSERT, then the WorkReady hint of a ready
+/// execution (`ff_work_hint`: only when its lane had no ready work).
+const CREATE_EXECUTION_HINTED: &str = "WITH now AS (SELECT ff_now($1) AS t),
+     created AS (
+         INSERT INTO ff_execution (id, part, state, lane, priority, caps, payload, max_attempts,
+             retry, delay_ms, attempt_timeout_ms, deadline_at, created_at, ready_seq,
+             available_at)
+         SELECT $2, $3, CASE WHEN $10::bigint > 0 THEN 'delayed' ELSE 'ready' END,
+             $4, $5, $6, $7, $8, $9, $10, $11, now.t + $12, now.t,
+             CASE WHEN $10::bigint > 0 THEN NULL ELSE nextval('ff_ready_seq') END,
+             CASE WHEN $10::bigint > 0 THEN now.t + $10 END
+         FROM now
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id, part, lane, state
+     )
+     SELECT id, state = 'ready' AND ff_work_hint(part, lane, ARRAY[id]) FROM created";
 
 /// A fresh standalone execution id: a time-ordered UUID (v7) on the partition of its own
 /// UUID, as `ExecutionId::new_standalone` does with a random one. Time-ordered keys append to
@@ -312,10 +349,29 @@ fn claim_params(claim: Option<&ClaimRequest>) -> ClaimParams<'_> {
     }
 }
 
+/// The `retry` column of a policy: its JSON, or NULL for the default ([`RetryPolicy::none`]),
+/// which most executions have (a narrower row: every transition writes a new row version).
+pub(crate) fn stored_retry(policy: &RetryPolicy) -> Result<Option<String>, EngineError> {
+    if *policy == RetryPolicy::none() {
+        return Ok(None);
+    }
+    serde_json::to_string(policy)
+        .map(Some)
+        .map_err(|e| EngineError::validation("retry", e.to_string()))
+}
+
+/// The policy a `retry` column holds (NULL: the default).
+pub(crate) fn read_retry(stored: Option<&str>) -> Result<RetryPolicy, EngineError> {
+    match stored {
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| reply::corrupt(format!("stored retry policy: {e}"))),
+        None => Ok(RetryPolicy::none()),
+    }
+}
+
 /// The backoff of a retry, computed here with the one formula, `RetryPolicy::delay_after`.
-pub(crate) fn retry_delay(retry_json: &str, failed_attempt: u32) -> Result<i64, EngineError> {
-    let policy: RetryPolicy = serde_json::from_str(retry_json)
-        .map_err(|e| reply::corrupt(format!("stored retry policy: {e}")))?;
+pub(crate) fn retry_delay(stored: Option<&str>, failed_attempt: u32) -> Result<i64, EngineError> {
+    let policy = read_retry(stored)?;
     Ok(ms(policy.delay_after(failed_attempt, rand::random::<f64>())))
 }
 
@@ -385,26 +441,20 @@ impl EngineBackend for PostgresBackend {
             .iter()
             .map(|c| c.as_str())
             .collect();
-        let retry = serde_json::to_string(&spec.retry)
-            .map_err(|e| EngineError::validation("retry", e.to_string()))?;
+        let retry = stored_retry(&spec.retry)?;
         let max_attempts = i32::try_from(spec.retry.max_attempts).unwrap_or(i32::MAX);
         let delay = ms(spec.delay);
         let timeout = spec.attempt_timeout.map(ms);
         let deadline = spec.deadline.map(ms);
+        let sql = if self.inner.config.hints {
+            CREATE_EXECUTION_HINTED
+        } else {
+            CREATE_EXECUTION
+        };
         let rows = self
             .db()
             .query(
-                "WITH now AS (SELECT ff_now($1) AS t)
-                 INSERT INTO ff_execution (id, part, state, lane, priority, caps, payload,
-                     max_attempts, retry, delay_ms, attempt_timeout_ms, deadline_at, created_at,
-                     ready_seq, available_at)
-                 SELECT $2, $3, CASE WHEN $10::bigint > 0 THEN 'delayed' ELSE 'ready' END,
-                     $4, $5, $6, $7, $8, $9, $10, $11, now.t + $12, now.t,
-                     CASE WHEN $10::bigint > 0 THEN NULL ELSE nextval('ff_ready_seq') END,
-                     CASE WHEN $10::bigint > 0 THEN now.t + $10 END
-                 FROM now
-                 ON CONFLICT (id) DO NOTHING
-                 RETURNING id",
+                sql,
                 &[
                     &self.offset(),
                     &id.uuid(),
@@ -468,7 +518,7 @@ impl EngineBackend for PostgresBackend {
             .fenced_update(
                 "UPDATE ff_execution SET lease_expires_at = ff_now($6) + $5
                  WHERE id = $1 AND part = $2 AND lease_id = $3 AND epoch = $4
-                   AND state = 'running' AND lease_expires_at > ff_now($6)
+                   AND state = $7::text AND lease_expires_at > ff_now($6)
                  RETURNING lease_expires_at",
                 fence,
                 &ms(ttl),
@@ -483,7 +533,10 @@ impl EngineBackend for PostgresBackend {
         request.validate()?;
         self.check_id(&request.fence.execution_id)?;
         let rows = self.complete_call(request).await?;
-        Self::head(&rows, &request.fence.execution_id)?;
+        let head = Self::head(&rows, &request.fence.execution_id)?;
+        if let Some(flow) = reply::finished_flow(head)? {
+            self.inner.notifier.flow_finished(flow);
+        }
         Ok(Completed {
             next: reply::claimed_rows(&rows[1..])?,
         })
@@ -496,7 +549,7 @@ impl EngineBackend for PostgresBackend {
         let mut rows = self.fail_call(request, None).await?;
         if reply::code(Self::head(&rows, &id)?)? == "need_delay" {
             let (attempt, retry) = reply::need_delay(&rows[0])?;
-            let delay = retry_delay(&retry, attempt)?;
+            let delay = retry_delay(retry.as_deref(), attempt)?;
             rows = self.fail_call(request, Some(delay)).await?;
         }
         let head = Self::head(&rows, &id)?;
@@ -531,7 +584,7 @@ impl EngineBackend for PostgresBackend {
         self.fenced_update(
             "UPDATE ff_execution SET progress = $5
              WHERE id = $1 AND part = $2 AND lease_id = $3 AND epoch = $4
-               AND state = 'running' AND lease_expires_at > ff_now($6)
+               AND state = $7::text AND lease_expires_at > ff_now($6)
              RETURNING epoch",
             fence,
             &progress,
@@ -625,6 +678,10 @@ impl EngineBackend for PostgresBackend {
 
     async fn scan(&self, request: &ScanRequest) -> Result<ScanReport, EngineError> {
         crate::scanner::scan(self, request).await
+    }
+
+    async fn due_summary(&self, partitions: &[Partition]) -> Result<DueSummary, EngineError> {
+        crate::due::due_summary(self, partitions).await
     }
 
     async fn heartbeat_instance(

@@ -29,8 +29,19 @@ pub struct PostgresConfig {
     /// How long a call waits for a pooled connection before failing with a retryable
     /// transport error.
     pub pool_wait_timeout: Duration,
-    /// Whether terminal transitions send `NOTIFY` wake-ups and `subscribe_hints` works.
-    /// Off by default: a `NOTIFY` serializes commits server-wide.
+    /// Whether the backend sends `NOTIFY` wake-ups and `subscribe_hints` works. On by
+    /// default.
+    ///
+    /// Without hints, workers and the engine poll: a worker on an idle lane backs off up to
+    /// 500 ms between claims, so work made ready on an idle lane waits for the next poll —
+    /// measured with the engine's `Worker` on a cross-lane two-node flow: p50 136 ms, p99
+    /// 470 ms, against 1.2 ms and 5 ms with hints. With hints, what a `NOTIFY` costs (it
+    /// takes a server-wide lock its transaction holds until it commits, so notifying commits
+    /// go one at a time) is kept off the busy paths: WorkReady is sent only when a lane goes
+    /// from no ready work to some, FlowFinished of `complete` is sent after the commit,
+    /// batched; see the crate docs. Measured cost with hints (this crate's bench, same run):
+    /// flat throughput unchanged, 10-node chains within a few percent. Turn them off to spend
+    /// nothing on wake-ups, e.g. when every lane is always busy.
     pub hints: bool,
     /// Terminal transitions apply the cascade inline up to this out-degree (see
     /// [`ff_core::Capabilities::inline_cascade_limit`]).
@@ -48,7 +59,7 @@ pub struct PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// A config with defaults: schema `flowfabric`, 256 partitions, 16 connections, no hints,
+    /// A config with defaults: schema `flowfabric`, 256 partitions, 16 connections, hints on,
     /// inline cascade up to 16 edges, chunks of 256 edges.
     pub fn new(url: impl Into<String>) -> Self {
         PostgresConfig {
@@ -57,7 +68,7 @@ impl PostgresConfig {
             partitions: PartitionConfig::default(),
             pool_size: 16,
             pool_wait_timeout: Duration::from_secs(10),
-            hints: false,
+            hints: true,
             inline_cascade_limit: 16,
             cascade_chunk: 256,
             cancel_chunk: 10_000,

@@ -25,7 +25,7 @@ struct Arrays<'a> {
     caps: Vec<String>,
     payloads: Vec<&'a [u8]>,
     max_attempts: Vec<i32>,
-    retry: Vec<String>,
+    retry: Vec<Option<String>>,
     delay: Vec<i64>,
     timeout: Vec<Option<i64>>,
     deadline: Vec<Option<i64>>,
@@ -99,10 +99,7 @@ fn arrays<'a>(
         a.payloads.push(&spec.payload);
         a.max_attempts
             .push(i32::try_from(spec.retry.max_attempts).unwrap_or(i32::MAX));
-        a.retry.push(
-            serde_json::to_string(&spec.retry)
-                .map_err(|e| EngineError::validation("retry", e.to_string()))?,
-        );
+        a.retry.push(crate::backend::stored_retry(&spec.retry)?);
         a.delay.push(ms(spec.delay));
         a.timeout.push(spec.attempt_timeout.map(ms));
         a.deadline.push(spec.deadline.map(ms));

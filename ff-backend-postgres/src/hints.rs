@@ -1,12 +1,25 @@
 //! `LISTEN/NOTIFY` wake-ups (DESIGN §4, contract item 4: hints only, never the source of
 //! truth).
 //!
-//! With `hints: true`, the server-side functions `NOTIFY` on the channel
-//! `flowfabric_<schema>` when a completion goes to the outbox (`c:<partition>`), when a flow
-//! finishes (`f:<flow id>`) and when an execution becomes ready (`w:<partition>:<lane>`, from a
-//! trigger). The first `subscribe_hints` starts one listener task on a
-//! dedicated connection (not from the pool: a pooled connection is shared); it reconnects with
-//! backoff after a lost connection and sends [`Hint::Lagged`] so consumers sweep.
+//! With `hints: true`, hints go out on the channel `flowfabric_<schema>`:
+//!
+//! - `w:<partition>:<lane>` (WorkReady): from the transaction that makes work ready, and only
+//!   when its lane had no ready work before (`ff_work_hint`). A lane with ready work has
+//!   workers claiming from it; an idle lane's workers are woken at once. So under load no
+//!   transaction sends one.
+//! - `c:<partition>` (CompletionPending): from the transaction that writes a completion to
+//!   the outbox (fan-outs above the inline limit).
+//! - `f:<flow id>` (FlowFinished): after `complete` finishes a flow, from this client once the
+//!   transaction committed, batched by the [`Notifier`]; other paths that finish a flow
+//!   (failures, cancels, scanners) send it from their transaction.
+//!
+//! Why the care: a `NOTIFY` takes a server-wide lock that its transaction holds until it
+//! commits, so notifying transactions commit one at a time. Measured on this backend's bench,
+//! single-node flows ran at about half the throughput when every flow finish sent its own.
+//!
+//! The first `subscribe_hints` starts one listener task on a dedicated connection (not from
+//! the pool: a pooled connection is shared); it reconnects with backoff after a lost
+//! connection and sends [`Hint::Lagged`] so consumers sweep.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,6 +30,79 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::config::PostgresConfig;
+use crate::db::Db;
+
+/// Most hints one NOTIFY statement of the [`Notifier`] sends.
+const NOTIFY_BATCH: usize = 1024;
+
+/// Sends hints from this client after the transactions they announce committed: one
+/// statement for all the hints queued meanwhile, on a pooled connection, from a task started
+/// on first use. Best effort: a hint that cannot be sent is dropped (consumers sweep).
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    enabled: bool,
+    db: Db,
+    channel: String,
+    sender: Mutex<Option<mpsc::UnboundedSender<String>>>,
+}
+
+impl Notifier {
+    pub(crate) fn new(config: &PostgresConfig, db: Db) -> Self {
+        Notifier {
+            enabled: config.hints,
+            db,
+            channel: format!("flowfabric_{}", config.schema_name()),
+            sender: Mutex::new(None),
+        }
+    }
+
+    /// Queues a FlowFinished hint (nothing with hints off).
+    pub(crate) fn flow_finished(&self, flow: FlowId) {
+        self.send(format!("f:{flow}"));
+    }
+
+    fn send(&self, payload: String) {
+        if !self.enabled {
+            return;
+        }
+        let Ok(mut sender) = self.sender.lock() else {
+            return;
+        };
+        if let Some(tx) = sender.as_ref()
+            && tx.send(payload.clone()).is_ok()
+        {
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(payload);
+        tokio::spawn(notify_loop(self.db.clone(), self.channel.clone(), rx));
+        *sender = Some(tx);
+    }
+}
+
+/// Sends what is queued, a batch per statement, until the notifier is dropped.
+async fn notify_loop(db: Db, channel: String, mut rx: mpsc::UnboundedReceiver<String>) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < NOTIFY_BATCH {
+            match rx.try_recv() {
+                Ok(payload) => batch.push(payload),
+                Err(_) => break,
+            }
+        }
+        let sent = db
+            .query(
+                "SELECT count(*) FROM (SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p) n",
+                &[&channel, &batch],
+            )
+            .await;
+        if let Err(error) = sent {
+            tracing::debug!(%error, dropped = batch.len(), "could not send hints");
+        }
+        batch.clear();
+    }
+}
 
 /// The hint listener of one backend instance, started on first subscription.
 #[derive(Debug)]

@@ -51,6 +51,7 @@ mod config;
 mod control;
 mod db;
 mod dispatch;
+mod due;
 mod graph;
 mod hints;
 pub mod migrate;

@@ -30,10 +30,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "functions",
         sql: include_str!("../migrations/0002_functions.sql"),
     },
+    Migration {
+        version: 3,
+        name: "hot_path",
+        sql: include_str!("../migrations/0003_hot_path.sql"),
+    },
 ];
 
 /// The schema version this code writes and understands.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// A stable 64-bit key for the advisory lock of one schema (FNV-1a).
 fn lock_key(schema: &str) -> i64 {
@@ -137,21 +142,68 @@ mod tests {
         assert_ne!(lock_key("a"), lock_key("b"));
     }
 
+    /// The SQL without comments, whitespace collapsed.
+    fn normalize(s: &str) -> String {
+        s.lines()
+            .map(|line| line.split("--").next().unwrap_or(""))
+            .flat_map(str::split_whitespace)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The text of `sql` from the first `start` after `from` up to and including `end`.
+    fn between<'a>(sql: &'a str, from: &str, start: &str, end: &str) -> &'a str {
+        let at = sql.find(from).expect("the function is defined");
+        let body = at + sql[at..].find(start).expect("the statement starts");
+        let stop = body + sql[body..].find(end).expect("the statement ends") + end.len();
+        &sql[body..stop]
+    }
+
     /// `ff_complete` and `ff_fail` inline the claim statement of `ff_claim` (with the call's
-    /// clock `v_now`); the three copies must stay identical.
+    /// clock `v_now`; `ff_complete` claims what is left after its affinity claim); the copies
+    /// (latest definitions: version 3) must stay identical, and so must the lease-taking
+    /// UPDATE of the affinity claim.
     #[test]
     fn inlined_claims_match_ff_claim() {
-        let sql = MIGRATIONS[1].sql;
-        let normalize = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-        let start = sql.find("CREATE FUNCTION ff_claim(").unwrap();
-        let body_start = start + sql[start..].find("WITH pick AS (").unwrap();
-        let body_end = body_start + sql[body_start..].find("x.part;").unwrap();
-        let claim = normalize(&sql[body_start..body_end]).replace("p_now", "v_now");
-        let all = normalize(sql);
+        let sql = MIGRATIONS[2].sql;
+        let claim = |start: &str, end: &str| {
+            normalize(between(sql, "FUNCTION ff_claim(", start, end)).replace("p_now", "v_now")
+        };
+        let pick = claim("SELECT c.id FROM ff_execution c", "SKIP LOCKED");
+        let update = claim("UPDATE ff_execution x", "x.part;");
+        let all = normalize(sql).replace("LIMIT p_max - v_affine", "LIMIT p_max");
+        assert_eq!(all.matches(&pick).count(), 2, "inlined claim picks differ");
         assert_eq!(
-            all.matches(&claim).count(),
-            2,
-            "inlined claim statements differ"
+            all.matches(&update).count(),
+            3,
+            "inlined claim updates differ"
+        );
+    }
+
+    /// `ff_complete` inlines the fast edge UPDATE of `ff_apply_edge`; the copies must stay
+    /// identical but for the names of the values they read.
+    #[test]
+    fn inlined_edge_update_matches_ff_apply_edge() {
+        let sql = MIGRATIONS[2].sql;
+        let edge = normalize(between(
+            sql,
+            "FUNCTION ff_apply_edge(",
+            "UPDATE ff_execution",
+            "AS idle_lane",
+        ));
+        let inlined = normalize(between(
+            sql,
+            "Every edge is satisfied by a success",
+            "UPDATE ff_execution",
+            "AS idle_lane",
+        ));
+        let renamed = inlined
+            .replace("v_now", "p_now")
+            .replace("v_to", "p_to")
+            .replace("v.flow_id", "p_flow");
+        assert_eq!(
+            renamed, edge,
+            "inlined edge update differs from ff_apply_edge's"
         );
     }
 }

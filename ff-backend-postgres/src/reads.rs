@@ -8,7 +8,7 @@ use ff_core::{
     ExecutionSnapshot, ExecutionState, ExecutionStatus, ExecutionSummary, Failure, FlowCounts,
     FlowEdge, FlowId, FlowMember, FlowSnapshot, FlowState, GroupPolicy, GroupSnapshot,
     GroupVerdict, Lane, LeaseId, LeaseInfo, ListCursor, ListQuery, NodeKey, OnSatisfied, Page,
-    RetryPolicy, WorkerId,
+    WorkerId,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -75,7 +75,7 @@ pub(crate) async fn describe_execution(
     let attempt: i32 = get(row, 4)?;
     let lane: String = get(row, 6)?;
     let caps: Vec<String> = get(row, 8)?;
-    let retry: &str = get(row, 10)?;
+    let retry: Option<&str> = get(row, 10)?;
     let history: Option<&str> = get(row, 20)?;
     let flow = match (flow_id, node_key) {
         (Some(flow), Some(key)) => {
@@ -108,7 +108,17 @@ pub(crate) async fn describe_execution(
             .collect::<Result<Vec<_>, _>>()?,
         None => Vec::new(),
     };
-    if let (ExecutionState::Running, Some(lease), Some(worker)) = (state, lease_id, worker) {
+    // The current attempt lives in the row: in progress while running; a successful one is
+    // never appended to `history` (nothing overwrites the row's attempt once it succeeded).
+    let current = match state {
+        ExecutionState::Running => Some((None, None)),
+        ExecutionState::Succeeded => Some((opt_ts(get(row, 19)?), Some(AttemptOutcome::Succeeded))),
+        _ => None,
+    };
+    if let (Some((ended_at, outcome)), Some(lease), Some(worker)) = (current, lease_id, worker)
+        && attempts.last().is_none_or(|a| a.number < status.attempt)
+        && status.attempt > 0
+    {
         let started: Option<i64> = get(row, 21)?;
         attempts.push(AttemptRecord {
             number: status.attempt,
@@ -116,8 +126,8 @@ pub(crate) async fn describe_execution(
             lease_id: LeaseId::from_uuid(lease),
             epoch: status.epoch,
             started_at: ts(started.unwrap_or(0)),
-            ended_at: None,
-            outcome: None,
+            ended_at,
+            outcome,
             failure: None,
         });
     }
@@ -133,7 +143,7 @@ pub(crate) async fn describe_execution(
             .collect::<Result<BTreeSet<_>, _>>()
             .map_err(corrupt)?,
         payload: get(row, 9)?,
-        retry: serde_json::from_str::<RetryPolicy>(retry).map_err(corrupt)?,
+        retry: crate::backend::read_retry(retry)?,
         created_at: ts(get(row, 11)?),
         available_at: if state == ExecutionState::Delayed {
             opt_ts(get(row, 12)?)
@@ -196,15 +206,23 @@ pub(crate) async fn describe_flow(
         .ok_or_else(|| EngineError::flow_not_found(id))?;
     let members = db
         .query(
-            "SELECT node_key, id, part, state, end_reason, grp_policy, grp_need,
-                    grp_cancel_remaining, grp_incoming, grp_sat, grp_unsat, grp_verdict
-             FROM ff_execution WHERE flow_id = $1 ORDER BY member_no",
+            "SELECT m.node_key, x.id, x.part, x.state, x.end_reason, x.grp_policy, x.grp_need,
+                    x.grp_cancel_remaining, x.grp_incoming, x.grp_sat, x.grp_unsat,
+                    x.grp_verdict
+             FROM ff_member m JOIN ff_execution x ON x.id = m.id
+             WHERE m.flow_id = $1 ORDER BY m.member_no",
             &[&id.uuid()],
         )
         .await?;
     let edges = db
         .query(
-            "SELECT f.node_key, t.node_key, e.kind, e.pass_result, e.applied
+            // Inline cascades leave no mark (see `0003_hot_path.sql`): an edge is applied
+            // when marked, or when its upstream ended and has no completion pending.
+            "SELECT f.node_key, t.node_key, e.kind, e.pass_result,
+                    e.applied OR (f.state IN ('succeeded', 'failed', 'cancelled', 'expired',
+                                              'skipped')
+                                  AND NOT EXISTS (SELECT 1 FROM ff_completion c
+                                                  WHERE c.exec_id = e.from_id))
              FROM ff_edge e
              JOIN ff_execution f ON f.id = e.from_id
              JOIN ff_execution t ON t.id = e.to_id
@@ -288,13 +306,24 @@ pub(crate) async fn list_executions(
         None => None,
     };
     let lane = query.lane.as_ref().map(|l| l.as_str());
+    // Running executions are not in the listing index (a claim would write one more index
+    // entry); every one of them is in the lease-expiry index, by partition. Each statement
+    // names its state condition literally, so the planner can prove the partial index usable.
+    let sql = if query.state == ExecutionState::Running {
+        "SELECT id, state, lane, priority, flow_id, created_at FROM ff_execution
+         WHERE part = $1 AND state = 'running' AND $2::text = 'running'
+           AND ($3::text IS NULL OR lane = $3) AND ($4::uuid IS NULL OR id > $4)
+         ORDER BY id LIMIT $5"
+    } else {
+        "SELECT id, state, lane, priority, flow_id, created_at FROM ff_execution
+         WHERE part = $1 AND state = $2::text AND state <> 'running'
+           AND ($3::text IS NULL OR lane = $3) AND ($4::uuid IS NULL OR id > $4)
+         ORDER BY id LIMIT $5"
+    };
     let rows = backend
         .db()
         .query(
-            "SELECT id, state, lane, priority, flow_id, created_at FROM ff_execution
-             WHERE part = $1 AND state = $2 AND ($3::text IS NULL OR lane = $3)
-               AND ($4::uuid IS NULL OR id > $4)
-             ORDER BY id LIMIT $5",
+            sql,
             &[
                 &part(query.partition),
                 &query.state.as_str(),

@@ -94,19 +94,23 @@ pub(crate) fn status(row: &Row) -> Result<ExecutionStatus, EngineError> {
     })
 }
 
+/// The flow a successful `complete` finished (its status row's `flow_id`), if any.
+pub(crate) fn finished_flow(row: &Row) -> Result<Option<FlowId>, EngineError> {
+    if code(row)? != "ok" {
+        return Ok(None);
+    }
+    Ok(get::<Option<Uuid>>(row, col::FLOW_ID)?.map(FlowId::from_uuid))
+}
+
 /// The raw `available_at` column (the fail disposition of a repeat: -1 = failed).
 pub(crate) fn raw_available_at(row: &Row) -> Result<Option<i64>, EngineError> {
     get(row, col::AVAILABLE_AT)
 }
 
-/// The retry policy text and attempt of a `need_delay` row.
-pub(crate) fn need_delay(row: &Row) -> Result<(u32, String), EngineError> {
+/// The attempt and the stored retry policy (NULL: the default) of a `need_delay` row.
+pub(crate) fn need_delay(row: &Row) -> Result<(u32, Option<String>), EngineError> {
     let attempt: i32 = get(row, col::ATTEMPT)?;
-    let retry: Option<String> = get(row, col::RETRY)?;
-    Ok((
-        u32::try_from(attempt).unwrap_or(0),
-        retry.ok_or_else(|| corrupt("need_delay without a retry policy"))?,
-    ))
+    Ok((u32::try_from(attempt).unwrap_or(0), get(row, col::RETRY)?))
 }
 
 /// The error a fencing or lookup code stands for; `None` for codes that are not errors.

@@ -252,7 +252,7 @@ async fn batch(
         let epoch: i64 = get(&item.row, 3)?;
         let attempt: i32 = get(&item.row, 4)?;
         let max_attempts: i32 = get(&item.row, 5)?;
-        let retry: &str = get(&item.row, 6)?;
+        let retry: Option<&str> = get(&item.row, 6)?;
         epochs.push(Some(epoch));
         delays.push(if attempt < max_attempts {
             Some(retry_delay(retry, u32::try_from(attempt).unwrap_or(0))?)
@@ -309,9 +309,14 @@ async fn process(
                 .await?;
             } else {
                 db.query(
+                    // Every sub-statement reads the same snapshot: `x` finds the members
+                    // through the ff_member rows `m` deletes.
                     "WITH f AS (
                          DELETE FROM ff_flow
                          WHERE id = $1 AND state <> 'running' AND finished_at <= $2
+                         RETURNING id
+                     ), m AS (
+                         DELETE FROM ff_member WHERE flow_id IN (SELECT id FROM f)
                          RETURNING id
                      ), e AS (
                          DELETE FROM ff_edge WHERE flow_id IN (SELECT id FROM f)
@@ -320,7 +325,7 @@ async fn process(
                      ), b AS (
                          DELETE FROM ff_cancel_backlog WHERE flow_id IN (SELECT id FROM f)
                      )
-                     DELETE FROM ff_execution WHERE flow_id IN (SELECT id FROM f)",
+                     DELETE FROM ff_execution x USING m WHERE x.id = m.id",
                     &[&item.uuid, &horizon],
                 )
                 .await?;

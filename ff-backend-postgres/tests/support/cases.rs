@@ -33,6 +33,9 @@ pub(super) fn all() -> Vec<(&'static str, TestFn)> {
         ("recovery::terminated_connections_lose_nothing", |url| {
             Box::pin(terminated_connections(url))
         }),
+        ("recovery::lost_reply_does_not_duplicate_a_create", |url| {
+            Box::pin(lost_create_reply(url))
+        }),
         ("recovery::killed_drainer_mid_cascade", |url| {
             Box::pin(killed_drainer(url))
         }),
@@ -234,7 +237,7 @@ async fn migrations_concurrent(url: String) -> TestResult {
     )
     .await?;
     ensure!(
-        versions == (2, migrate::SCHEMA_VERSION),
+        versions == (migrate::SCHEMA_VERSION, migrate::SCHEMA_VERSION),
         "version rows (count, max) = {versions:?}"
     );
     c.health().await.map_err(fail("health"))?;
@@ -379,6 +382,85 @@ async fn terminated_connections(url: String) -> TestResult {
         kills > 0,
         "the load finished before any connection was killed"
     );
+    backend.drop_schema().await.map_err(fail("drop"))?;
+    Ok(())
+}
+
+/// The reply to a `create_execution` without an idempotency key is lost after its commit
+/// landed (a proxy closes the connection between the server's commit and the client reading
+/// the answer): the backend's own retry finds the row its first attempt inserted — the
+/// server answers the retry `INSERT 0 0` — and the call reports that one execution as created.
+/// Exactly one execution exists afterwards.
+async fn lost_create_reply(url: String) -> TestResult {
+    let server: tokio_postgres::Config = url.parse().map_err(fail("parse FF_POSTGRES_URL"))?;
+    let (Some(tokio_postgres::config::Host::Tcp(host)), Some(port)) =
+        (server.get_hosts().first(), server.get_ports().first())
+    else {
+        return Err(Failed::from(
+            "FF_POSTGRES_URL must name a TCP host and port",
+        ));
+    };
+    let proxy = super::proxy::Proxy::start(format!("{host}:{port}"))
+        .await
+        .map_err(fail("start proxy"))?;
+    let mut proxied = format!(
+        "host=127.0.0.1 port={} user={} dbname={}",
+        proxy.addr().port(),
+        server.get_user().unwrap_or("postgres"),
+        server.get_dbname().unwrap_or("postgres")
+    );
+    if let Some(password) = server.get_password() {
+        proxied.push_str(&format!(" password={}", String::from_utf8_lossy(password)));
+    }
+    // Hints off: the create is then a bare INSERT whose command tag the proxy can pick out
+    // (with hints the same INSERT is wrapped in a SELECT); the retry path is the same.
+    let backend = fresh(
+        config(&proxied, "lostreply")
+            .with_pool_size(1)
+            .with_hints(false),
+    )
+    .await?;
+    let lane = Lane::new("lost").map_err(fail("lane"))?;
+    let spec = ExecutionSpec::new(lane.clone(), b"once".to_vec());
+    // Warm the pool and the statement cache, so the lost reply is the insert's.
+    backend.now().await.map_err(fail("now"))?;
+    proxy.arm("INSERT");
+    let created = backend
+        .create_execution(&spec)
+        .await
+        .map_err(fail("create_execution through a lost reply"))?;
+    let (tags, dropped) = proxy.seen();
+    let inserts: Vec<&String> = tags.iter().filter(|t| t.starts_with("INSERT")).collect();
+    ensure!(
+        dropped == 1,
+        "the proxy lost {dropped} replies (tags {tags:?})"
+    );
+    ensure!(
+        inserts == ["INSERT 0 1", "INSERT 0 0"],
+        "expected the first insert to land and its retry to find it: {inserts:?}"
+    );
+    ensure!(
+        created.created,
+        "the call's own execution is reported as created"
+    );
+    let page = backend
+        .list_executions(&ff_core::ListQuery::new(
+            created.id.partition(),
+            ExecutionState::Ready,
+        ))
+        .await
+        .map_err(fail("list"))?;
+    ensure!(
+        page.items.iter().map(|i| i.id).collect::<Vec<_>>() == [created.id],
+        "exactly one execution: {:?}",
+        page.items
+    );
+    let total = raw(
+        &url,
+        "SELECT count(*)::int, 0 FROM fft_lostreply.ff_execution",
+    )
+    .await?;
+    ensure!(total.0 == 1, "{} executions in the schema", total.0);
     backend.drop_schema().await.map_err(fail("drop"))?;
     Ok(())
 }

@@ -27,6 +27,7 @@ macro_rules! ensure {
 }
 
 mod cases;
+mod proxy;
 
 /// Maps any error into a test failure with context.
 pub(crate) fn fail<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Failed {
