@@ -9,9 +9,12 @@
 //!   (`FF_BENCH_CALLGRIND_PID`, `FF_BENCH_CALLGRIND_OUT` = its `--callgrind-out-file`) also the
 //!   server instructions per operation, which unlike times do not depend on the machine's load;
 //! - in each of `FF_BENCH_ROUNDS` rounds (default 3; the machine may be shared, so only ratios
-//!   measured side by side mean something): flat throughput with 16 workers, then a bare
-//!   RPUSH/BLMPOP list queue on the same server (with server and bench-process CPU per
-//!   execution), then 10-node chains compared with that round's flat claim + complete;
+//!   measured side by side mean something): flat throughput with 16 workers
+//!   (`FF_BENCH_FLAT_N` executions, default 8000), then a bare RPUSH/BLMPOP list queue on the
+//!   same server (with server and bench-process CPU per execution, and under callgrind the
+//!   server instructions per execution of the submit and the drain phase), then 10-node
+//!   chains compared with that round's flat claim + complete (under callgrind: server
+//!   instructions per node of the drain);
 //! - round trips per executed node, the same on a cluster when `FF_VALKEY_CLUSTER_URLS` is set,
 //!   memory per finished execution with a 100 B payload, and cascade latency.
 //!
@@ -90,20 +93,44 @@ async fn work(
     }
 }
 
+/// Server instructions of the two phases of a run (with callgrind; see [`callgrind_zero`]).
+#[derive(Clone, Copy, Default)]
+struct Phases {
+    submit: Option<f64>,
+    drain: Option<f64>,
+}
+
+impl Phases {
+    /// ", <submit>k + <drain>k server instructions" per item, or nothing without callgrind.
+    fn per(&self, n: f64) -> String {
+        match (self.submit, self.drain) {
+            (Some(s), Some(d)) => format!(
+                ", {:.0}k + {:.0}k server instructions",
+                s / n / 1000.0,
+                d / n / 1000.0
+            ),
+            _ => String::new(),
+        }
+    }
+}
+
 /// Flat work in two phases: `total` submissions by 4 producers, then 16 workers drain them
 /// (claim, then complete with claim_next). Returns (submissions/s, executions drained/s,
-/// end-to-end executions/s, FCALLs per execution, round trips per execution).
+/// end-to-end executions/s, FCALLs per execution, round trips per execution) and the server
+/// instructions of each phase.
 async fn flat_run(
     b: Arc<ValkeyBackend>,
     total: usize,
     workers: usize,
     payload: usize,
-) -> (f64, f64, f64, f64, f64) {
+) -> (f64, f64, f64, f64, f64, Phases) {
     use std::sync::atomic::AtomicUsize;
     let l = lane("flat");
     let spec = ExecutionSpec::new(l.clone(), vec![7; payload]);
     let done = Arc::new(AtomicUsize::new(0));
     let before = b.call_counts();
+    let mut phases = Phases::default();
+    callgrind_zero();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -119,6 +146,7 @@ async fn flat_run(
         t.await.expect("producer");
     }
     let submitted = started.elapsed().as_secs_f64();
+    phases.submit = callgrind_instructions();
     let drain_started = Instant::now();
     let mut handles = Vec::new();
     for _ in 0..workers {
@@ -133,6 +161,7 @@ async fn flat_run(
         h.await.expect("worker");
     }
     let drained = drain_started.elapsed().as_secs_f64();
+    phases.drain = callgrind_instructions();
     let after = b.call_counts();
     let n = total as f64;
     (
@@ -141,6 +170,7 @@ async fn flat_run(
         n / (submitted + drained),
         (after.fcalls - before.fcalls) as f64 / n,
         (after.round_trips - before.round_trips) as f64 / n,
+        phases,
     )
 }
 
@@ -150,9 +180,11 @@ async fn bare_list_queue(
     total: usize,
     workers: usize,
     payload: usize,
-) -> (f64, f64, f64) {
+) -> (f64, f64, f64, Phases) {
     let client = redis::Client::open(url).expect("url");
     let queue = format!("bench-bare-{}", uuid::Uuid::new_v4().simple());
+    let mut phases = Phases::default();
+    callgrind_zero();
     let started = Instant::now();
     let mut handles = Vec::new();
     for _ in 0..4 {
@@ -176,6 +208,7 @@ async fn bare_list_queue(
         h.await.expect("bare producer");
     }
     let submitted = started.elapsed().as_secs_f64();
+    phases.submit = callgrind_instructions();
     let drain_started = Instant::now();
     let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for _ in 0..workers {
@@ -207,11 +240,23 @@ async fn bare_list_queue(
         h.await.expect("bare");
     }
     let drained = drain_started.elapsed().as_secs_f64();
+    phases.drain = callgrind_instructions();
     let n = total as f64;
-    (n / submitted, n / drained, n / (submitted + drained))
+    (
+        n / submitted,
+        n / drained,
+        n / (submitted + drained),
+        phases,
+    )
 }
 
-async fn chain_run(b: Arc<ValkeyBackend>, flows: usize, workers: usize) -> (f64, f64, f64) {
+/// 10-node chains: `flows` created, then drained by `workers`. Returns (node executions/s,
+/// FCALLs per node, round trips per node, server instructions of the drain).
+async fn chain_run(
+    b: Arc<ValkeyBackend>,
+    flows: usize,
+    workers: usize,
+) -> (f64, f64, f64, Option<f64>) {
     use std::sync::atomic::AtomicUsize;
     let l = lane("chain");
     let total = flows * 10;
@@ -222,6 +267,7 @@ async fn chain_run(b: Arc<ValkeyBackend>, flows: usize, workers: usize) -> (f64,
             .expect("flow");
     }
     let before = b.call_counts();
+    callgrind_zero();
     let started = Instant::now();
     let mut handles = Vec::new();
     for _ in 0..workers {
@@ -236,12 +282,14 @@ async fn chain_run(b: Arc<ValkeyBackend>, flows: usize, workers: usize) -> (f64,
         h.await.expect("worker");
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let instructions = callgrind_instructions();
     let after = b.call_counts();
     let n = total as f64;
     (
         n / elapsed,
         (after.fcalls - before.fcalls) as f64 / n,
         (after.round_trips - before.round_trips) as f64 / n,
+        instructions,
     )
 }
 
@@ -664,35 +712,47 @@ fn report(rt: &tokio::runtime::Runtime, url: &str) {
             .unwrap_or(3);
         let mut ratios = Vec::new();
         let mut chain_ratios = Vec::new();
+        let flat_n: usize = std::env::var("FF_BENCH_FLAT_N")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(8000);
+        let per = flat_n as f64;
         for round in 0..rounds {
             let b = backend(url, "flat").await;
             let (cpu0, client0) = (server_cpu_us(&b).await, client_cpu_us());
-            let (sub, drain, e2e, fcalls, rts) = flat_run(b.clone(), 8000, 16, 4096).await;
+            let (sub, drain, e2e, fcalls, rts, flat_instr) =
+                flat_run(b.clone(), flat_n, 16, 4096).await;
             let (cpu1, client1) = (server_cpu_us(&b).await, client_cpu_us());
-            let (bsub, bdrain, be2e) = bare_list_queue(url, 8000, 16, 4096).await;
+            let (bsub, bdrain, be2e, bare_instr) = bare_list_queue(url, flat_n, 16, 4096).await;
             let (cpu2, client2) = (server_cpu_us(&b).await, client_cpu_us());
             println!(
-                "flat round {round}, 8000 x 4 KiB: submit {sub:.0}/s (bare RPUSH {bsub:.0}/s), \
+                "flat round {round}, {flat_n} x 4 KiB: submit {sub:.0}/s (bare RPUSH {bsub:.0}/s), \
                  claim+complete {drain:.0}/s with 16 workers (bare BLMPOP {bdrain:.0}/s), end to \
                  end {e2e:.0}/s vs bare {be2e:.0}/s = {:.0} %",
                 100.0 * e2e / be2e
             );
             println!(
-                "  per execution: server CPU {:.1} us (bare {:.1} us), bench-process CPU {:.1} us \
-                 (bare {:.1} us); {fcalls:.2} FCALLs and {rts:.2} round trips",
-                (cpu1 - cpu0) / 8000.0,
-                (cpu2 - cpu1) / 8000.0,
-                (client1 - client0) / 8000.0,
-                (client2 - client1) / 8000.0,
+                "  per execution: server CPU {:.1} us{} (bare {:.1} us{}), bench-process CPU {:.1} \
+                 us (bare {:.1} us); {fcalls:.2} FCALLs and {rts:.2} round trips",
+                (cpu1 - cpu0) / per,
+                flat_instr.per(per),
+                (cpu2 - cpu1) / per,
+                bare_instr.per(per),
+                (client1 - client0) / per,
+                (client2 - client1) / per,
             );
             ratios.push(100.0 * e2e / be2e);
             // The chain right after the flat run it is compared with.
-            let (chain_ops, fcalls, rts) = chain_run(backend(url, "chain").await, 100, 16).await;
+            let (chain_ops, fcalls, rts, chain_instr) =
+                chain_run(backend(url, "chain").await, 100, 16).await;
             println!(
                 "  10-node chains (100 flows in flight, 16 workers): {chain_ops:.0} node \
                  executions/s ({:.0} % of this round's flat claim+complete); {fcalls:.2} FCALLs \
-                 and {rts:.2} round trips per node",
-                100.0 * chain_ops / drain
+                 and {rts:.2} round trips per node{}",
+                100.0 * chain_ops / drain,
+                chain_instr
+                    .map(|i| format!(", {:.0}k server instructions", i / 1000.0 / 1000.0))
+                    .unwrap_or_default()
             );
             chain_ratios.push(100.0 * chain_ops / drain);
         }
@@ -713,12 +773,13 @@ fn report(rt: &tokio::runtime::Runtime, url: &str) {
                     .with_namespace(format!("bench-{tag}-{}", uuid::Uuid::new_v4().simple()));
                 async move { Arc::new(ValkeyBackend::connect(config).await.expect("connect")) }
             };
-            let (_, drain, _, fcalls, rts) = flat_run(cluster("cflat").await, 4000, 16, 4096).await;
+            let (_, drain, _, fcalls, rts, _) =
+                flat_run(cluster("cflat").await, 4000, 16, 4096).await;
             println!(
                 "cluster flat: claim+complete {drain:.0}/s; {fcalls:.2} FCALLs and {rts:.2} round \
                  trips per execution"
             );
-            let (ops, fcalls, rts) = chain_run(cluster("cchain").await, 100, 16).await;
+            let (ops, fcalls, rts, _) = chain_run(cluster("cchain").await, 100, 16).await;
             println!(
                 "cluster chains: {ops:.0} node executions/s; {fcalls:.2} FCALLs and {rts:.2} round \
                  trips per node"

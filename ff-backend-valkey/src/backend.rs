@@ -213,7 +213,7 @@ impl ValkeyBackend {
         partition: Partition,
         f: &mut Fields,
     ) -> Result<Effects, EngineError> {
-        let effects = Effects::parse(f.array()?)?;
+        let effects = Effects::parse(f)?;
         self.apply_effects(partition, &effects).await?;
         Ok(effects)
     }
@@ -619,18 +619,18 @@ impl EngineBackend for ValkeyBackend {
             .num(request.fence.epoch)
             .flag(request.result.is_some())
             .bytes(request.result.as_deref().unwrap_or_default());
-        Self::claim_args(&mut args, request.claim_next.as_ref());
+        let p = id.partition();
+        let base = Self::claim_args(&mut args, request.claim_next.as_ref(), p);
         let idempotent = if request.claim_next.is_some() {
             Idempotent::No
         } else {
             Idempotent::Yes
         };
-        let p = id.partition();
         let mut f = self
             .call_partition("ff_complete", p, args, idempotent)
             .await?;
         f.status_for(&id)?;
-        let next = self.claimed_next(p, request.claim_next.as_ref(), f.array()?)?;
+        let next = self.claimed_next(p, request.claim_next.as_ref(), base, &mut f)?;
         self.finish_effects(p, &mut f).await?;
         Ok(Completed { next })
     }
@@ -646,13 +646,13 @@ impl EngineBackend for ValkeyBackend {
             .str(request.failure.stored_message())
             .flag(request.failure.retryable)
             .num(rand::random::<f64>());
-        Self::claim_args(&mut args, request.claim_next.as_ref());
+        let p = id.partition();
+        let base = Self::claim_args(&mut args, request.claim_next.as_ref(), p);
         let idempotent = if request.claim_next.is_some() {
             Idempotent::No
         } else {
             Idempotent::Yes
         };
-        let p = id.partition();
         let mut f = self.call_partition("ff_fail", p, args, idempotent).await?;
         f.status_for(&id)?;
         let disposition = match f.int()? {
@@ -661,7 +661,7 @@ impl EngineBackend for ValkeyBackend {
             },
             _ => FailDisposition::Failed,
         };
-        let next = self.claimed_next(p, request.claim_next.as_ref(), f.array()?)?;
+        let next = self.claimed_next(p, request.claim_next.as_ref(), base, &mut f)?;
         self.finish_effects(p, &mut f).await?;
         Ok(FailOutcome { disposition, next })
     }

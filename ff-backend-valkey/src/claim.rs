@@ -37,6 +37,7 @@ use std::collections::HashSet;
 
 use ff_core::{ClaimRequest, ClaimedExecution, EngineError, Lane, Partition};
 use rand::seq::SliceRandom;
+use uuid::Uuid;
 
 use crate::backend::ValkeyBackend;
 use crate::connection::Idempotent;
@@ -58,10 +59,16 @@ pub(crate) struct PartitionClaim {
 
 impl ValkeyBackend {
     /// The 9 `claim_next` arguments of complete / fail: has_claim, lane, worker, max, lease
-    /// TTL, capabilities, lease id base, a random number and the most partitions to visit (a
-    /// standalone server continues on other partitions of the lane index when the current one
-    /// runs dry; a cluster stays on the current partition).
-    pub(crate) fn claim_args(args: &mut Args, request: Option<&ClaimRequest>) {
+    /// TTL, capabilities, lease id base, the number of the call's partition and the most
+    /// partitions to visit (a standalone server continues on other partitions of the lane index
+    /// when the current one runs dry; a cluster stays on the current partition). Returns the
+    /// lease id base the reply's lease ids derive from.
+    pub(crate) fn claim_args(
+        args: &mut Args,
+        request: Option<&ClaimRequest>,
+        partition: Partition,
+    ) -> Uuid {
+        let base = Uuid::new_v4();
         match request {
             None => {
                 args.str("0");
@@ -76,51 +83,44 @@ impl ValkeyBackend {
                     .num(r.max)
                     .num(ff_core::time::duration_millis(r.lease_ttl))
                     .str(&encode::capabilities(&r.capabilities))
-                    .str(&uuid::Uuid::new_v4().to_string())
-                    .num(rand::random::<f64>())
+                    .str(&base.to_string())
+                    .num(partition.index())
                     .num(MAX_PROBES + 1);
             }
         }
+        base
     }
 
-    /// Decodes the `claim_next` reply `{groups, ready_left, next_delayed, stay}` of a call on
-    /// `partition`, and remembers where the worker should claim next.
+    /// Decodes what follows the status of complete / fail on `partition`: the claim block when
+    /// the call asked for one, and remembers where the worker should claim next.
     pub(crate) fn claimed_next(
         &self,
         partition: Partition,
         request: Option<&ClaimRequest>,
-        mut f: Fields,
+        base: Uuid,
+        f: &mut Fields,
     ) -> Result<Vec<ClaimedExecution>, EngineError> {
-        let claimed = self.claimed_groups(f.array()?)?;
-        let ready_left = f.int()?;
-        let _next_delayed = f.int()?;
-        let stay = f.string()?;
-        if let Some(r) = request {
-            let key = (r.worker.clone(), r.lane.clone());
-            if self.conn.is_cluster() {
-                if ready_left > 0 {
-                    self.sticky_set(key, partition);
-                } else {
-                    self.sticky_clear(&key);
-                }
-            } else if stay.is_empty() {
+        let Some(r) = request else {
+            return Ok(Vec::new());
+        };
+        let key = (r.worker.clone(), r.lane.clone());
+        if self.conn.is_cluster() {
+            let ready_left = f.int()?;
+            let _next_delayed = f.int()?;
+            if ready_left > 0 {
+                self.sticky_set(key, partition);
+            } else {
+                self.sticky_clear(&key);
+            }
+        } else {
+            let stay = f.string()?;
+            if stay.is_empty() {
                 self.sticky_clear(&key);
             } else {
                 self.sticky_set(key, self.partition_named(&stay)?);
             }
         }
-        Ok(claimed)
-    }
-
-    /// `{{partition, claimed list}, ...}`.
-    fn claimed_groups(&self, mut groups: Fields) -> Result<Vec<ClaimedExecution>, EngineError> {
-        let mut out = Vec::new();
-        while groups.remaining() > 0 {
-            let mut group = groups.array()?;
-            let partition = self.partition_named(&group.string()?)?;
-            out.extend(decode::claimed_list(partition, group.array()?)?);
-        }
-        Ok(out)
+        decode::claimed(f, base, &r.lane, |p| self.partition_named(p))
     }
 
     /// One `ff_claim` on one partition.
@@ -129,6 +129,7 @@ impl ValkeyBackend {
         partition: Partition,
         request: &ClaimRequest,
     ) -> Result<PartitionClaim, EngineError> {
+        let base = Uuid::new_v4();
         let mut args = Args::with_capacity(7);
         args.str(&self.offset());
         args.str(request.lane.as_str())
@@ -136,7 +137,7 @@ impl ValkeyBackend {
             .num(request.max)
             .num(ff_core::time::duration_millis(request.lease_ttl))
             .str(&encode::capabilities(&request.capabilities))
-            .str(&uuid::Uuid::new_v4().to_string());
+            .str(&base.to_string());
         let reply = self
             .conn
             .fcall(
@@ -148,10 +149,10 @@ impl ValkeyBackend {
             .await?;
         let mut f = Fields::new(reply, "ff_claim")?;
         f.status(&partition.hash_tag())?;
-        let claimed = decode::claimed_list(partition, f.array()?)?;
         let ready_left = f.int()?;
         let next_delayed = f.int()?;
-        let effects = Effects::parse(f.array()?)?;
+        let claimed = decode::claimed(&mut f, base, &request.lane, |p| self.partition_named(p))?;
+        let effects = Effects::parse(&mut f)?;
         self.apply_effects(partition, &effects).await?;
         Ok(PartitionClaim {
             claimed,
@@ -229,16 +230,16 @@ impl ValkeyBackend {
             .map(|p| p.index().to_string())
             .unwrap_or_default();
         let key = self.lane_index_key(request.lane.as_str());
-        let mut args = Args::with_capacity(10);
+        let base = Uuid::new_v4();
+        let mut args = Args::with_capacity(9);
         args.str(&self.offset())
             .str(request.lane.as_str())
             .str(request.worker.as_str())
             .num(request.max)
             .num(ff_core::time::duration_millis(request.lease_ttl))
             .str(&encode::capabilities(&request.capabilities))
-            .str(&uuid::Uuid::new_v4().to_string())
+            .str(&base.to_string())
             .str(&preferred)
-            .num(rand::random::<f64>())
             .num(MAX_PROBES + 1);
         let reply = self
             .conn
@@ -246,14 +247,14 @@ impl ValkeyBackend {
             .await?;
         let mut f = Fields::new(reply, "ff_claim_any")?;
         f.status("")?;
-        let out = self.claimed_groups(f.array()?)?;
         let stay = f.string()?;
+        let claimed = decode::claimed(&mut f, base, &request.lane, |p| self.partition_named(p))?;
         if stay.is_empty() {
             self.sticky_clear(&sticky_key);
         } else {
             self.sticky_set(sticky_key, self.partition_named(&stay)?);
         }
-        Ok(out)
+        Ok(claimed)
     }
 
     fn partition_named(&self, name: &str) -> Result<Partition, EngineError> {
@@ -264,21 +265,21 @@ impl ValkeyBackend {
             .ok_or_else(|| EngineError::Corrupt(format!("bad partition {name:?} in a lane index")))
     }
 
-    /// Partitions whose index score for `lane` is due (backend clock).
+    /// Up to [`MAX_PROBES`] partitions whose index score for `lane` is due (backend clock), in
+    /// random order.
     async fn lane_due(&self, lane: &Lane) -> Result<Vec<Partition>, EngineError> {
         let key = self.lane_index_key(lane.as_str());
         let mut args = Args::with_capacity(2);
-        args.str(&self.offset()).num(512);
+        args.str(&self.offset()).num(MAX_PROBES);
         let reply = self
             .conn
             .fcall("ff_lane_due", &[&key], &args.0, Idempotent::Yes)
             .await?;
         let mut f = Fields::new(reply, "ff_lane_due")?;
         f.status("")?;
-        let mut members = f.array()?;
-        let mut out = Vec::with_capacity(members.remaining());
-        while members.remaining() > 0 {
-            let p = members.string()?;
+        let mut out = Vec::with_capacity(f.remaining());
+        while f.remaining() > 0 {
+            let p = f.string()?;
             match p.parse::<u16>() {
                 Ok(i) if i < self.partitions.partitions => out.push(Partition(i)),
                 _ => {

@@ -36,75 +36,102 @@ fn num<T: FromStr>(s: &str, what: &str) -> Result<T, EngineError> {
         .map_err(|_| corrupt(format!("stored {what} {s:?} is malformed")))
 }
 
-/// One claimed execution: `{u, epoch, lease, attempt, lane, priority, payload, inputs, flow,
-/// node_key, lease_expires_at, attempt_deadline, deadline}`.
-pub(crate) fn claimed(
-    partition: Partition,
-    mut f: Fields,
-) -> Result<ClaimedExecution, EngineError> {
-    let id = ExecutionId::from_parts(partition, uuid(&f.string()?)?);
-    let epoch = f.u64()?;
-    let lease_id = LeaseId::from_uuid(uuid(&f.string()?)?);
-    let attempt = u32::try_from(f.u64()?).map_err(|_| corrupt("attempt overflow"))?;
-    let lane = Lane::new(f.string()?)?;
-    let priority = i32::try_from(f.int()?).map_err(|_| corrupt("priority overflow"))?;
-    let payload = f.bytes()?;
-    let mut inputs = Vec::new();
-    let mut raw_inputs = f.array()?;
-    while raw_inputs.remaining() > 0 {
-        let mut input = raw_inputs.array()?;
-        let node_key = NodeKey::new(input.string()?)?;
-        let execution_id = ExecutionId::from_parts(partition, uuid(&input.string()?)?);
-        let has = input.int()? == 1;
-        let value = input.bytes()?;
-        inputs.push(UpstreamInput {
-            node_key,
-            execution_id,
-            result: has.then_some(value),
-        });
-    }
-    let flow = f.string()?;
-    let node_key = f.string()?;
-    let lease_expires_at = ts(f.int()?).ok_or_else(|| corrupt("negative lease expiry"))?;
-    let attempt_deadline = ts(f.int()?);
-    let deadline = ts(f.int()?);
-    Ok(ClaimedExecution {
-        fence: Fence {
-            execution_id: id,
-            lease_id,
-            epoch,
-        },
-        attempt,
-        lane,
-        priority,
-        payload,
-        inputs,
-        flow_id: if flow.is_empty() {
-            None
-        } else {
-            Some(FlowId::from_uuid(uuid(&flow)?))
-        },
-        node_key: if node_key.is_empty() {
-            None
-        } else {
-            Some(NodeKey::new(node_key)?)
-        },
-        lease_expires_at,
-        attempt_deadline,
-        deadline,
-    })
+/// The lease id of the `i`-th execution (from 0) one claim call leased: `base` (sent with the
+/// call) with `i` added to its last 32 bits, as the library's `lease_id` derives it.
+pub(crate) fn lease_id(base: Uuid, i: u32) -> LeaseId {
+    let bits = base.as_u128();
+    let low = (bits as u32).wrapping_add(i);
+    LeaseId::from_uuid(Uuid::from_u128((bits & !0xffff_ffff) | u128::from(low)))
 }
 
-/// A list of claimed executions.
-pub(crate) fn claimed_list(
-    partition: Partition,
-    mut f: Fields,
+/// Flags of a claimed record: which optional values follow its fixed part.
+const HAS_ATTEMPT_DEADLINE: i64 = 1;
+const HAS_DEADLINE: i64 = 2;
+const IS_MEMBER: i64 = 4;
+const HAS_INPUTS: i64 = 8;
+const HAS_PRIORITY: i64 = 16;
+
+/// Reads the executions of a claim block from `f` (what follows its header, which on a
+/// standalone server is `stay` and on a cluster `ready_left, next_delayed`): `count,
+/// lease_expires_at` and `count` records `partition, uuid, epoch, attempt, payload, flags`, each
+/// followed by what its flags announce, in this order: priority, attempt deadline, deadline,
+/// flow and node key, inputs (their count, then node key, execution, has-result and result
+/// each). Every execution was leased for `lane` with a lease id derived from `base`;
+/// `partition` maps a partition number to a partition (checked against the deployment's).
+pub(crate) fn claimed(
+    f: &mut Fields,
+    base: Uuid,
+    lane: &Lane,
+    partition: impl Fn(&str) -> Result<Partition, EngineError>,
 ) -> Result<Vec<ClaimedExecution>, EngineError> {
-    let mut out = Vec::with_capacity(f.remaining());
-    while f.remaining() > 0 {
-        out.push(claimed(partition, f.array()?)?);
+    let count = u32::try_from(f.u64()?).map_err(|_| corrupt("claimed count overflow"))?;
+    let lease_expires_at = ts(f.int()?).ok_or_else(|| corrupt("negative lease expiry"))?;
+    let mut claimed = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let p = partition(&f.string()?)?;
+        let id = ExecutionId::from_parts(p, uuid(&f.string()?)?);
+        let epoch = f.u64()?;
+        let attempt = u32::try_from(f.u64()?).map_err(|_| corrupt("attempt overflow"))?;
+        let payload = f.bytes()?;
+        let flags = f.int()?;
+        let priority = if flags & HAS_PRIORITY != 0 {
+            i32::try_from(f.int()?).map_err(|_| corrupt("priority overflow"))?
+        } else {
+            0
+        };
+        let attempt_deadline = if flags & HAS_ATTEMPT_DEADLINE != 0 {
+            ts(f.int()?)
+        } else {
+            None
+        };
+        let deadline = if flags & HAS_DEADLINE != 0 {
+            ts(f.int()?)
+        } else {
+            None
+        };
+        let (flow_id, node_key) = if flags & IS_MEMBER != 0 {
+            let flow = FlowId::from_uuid(uuid(&f.string()?)?);
+            let key = f.string()?;
+            (
+                Some(flow),
+                (!key.is_empty()).then(|| NodeKey::new(key)).transpose()?,
+            )
+        } else {
+            (None, None)
+        };
+        let mut inputs = Vec::new();
+        if flags & HAS_INPUTS != 0 {
+            for _ in 0..f.u64()? {
+                let node_key = NodeKey::new(f.string()?)?;
+                let execution_id = ExecutionId::from_parts(p, uuid(&f.string()?)?);
+                let has = f.int()? == 1;
+                let value = f.bytes()?;
+                inputs.push(UpstreamInput {
+                    node_key,
+                    execution_id,
+                    result: has.then_some(value),
+                });
+            }
+        }
+        claimed.push(ClaimedExecution {
+            fence: Fence {
+                execution_id: id,
+                lease_id: lease_id(base, i),
+                epoch,
+            },
+            attempt,
+            lane: lane.clone(),
+            priority,
+            payload,
+            inputs,
+            flow_id,
+            node_key,
+            lease_expires_at,
+            attempt_deadline,
+            deadline,
+        });
     }
-    Ok(out)
+    Ok(claimed)
 }
 
 /// `describe`: `{hash pairs, {payload, result, progress}, archived attempts}`.

@@ -202,9 +202,9 @@ pub(crate) fn parse_reason(s: &str) -> Result<EndReason, EngineError> {
     EndReason::from_str(s).map_err(|_| EngineError::Corrupt(format!("unknown end reason {s:?}")))
 }
 
-/// Lane-index updates every mutating call returns as its last element: on a cluster, where
-/// a partition's function cannot write the lane index (another slot), the transitions it saw
-/// (a lane's ready set becoming non-empty, a delayed execution arriving). Empty on a
+/// Lane-index updates every mutating call returns as the tail of its reply: on a cluster,
+/// where a partition's function cannot write the lane index (another slot), the transitions it
+/// saw (a lane's ready set becoming non-empty, a delayed execution arriving). Empty on a
 /// standalone server, where the function wrote the index itself.
 #[derive(Debug, Default)]
 pub(crate) struct Effects {
@@ -213,8 +213,8 @@ pub(crate) struct Effects {
 }
 
 impl Effects {
-    /// `lane, score, lane, score, ...`.
-    pub(crate) fn parse(mut fields: Fields) -> Result<Effects, EngineError> {
+    /// `lane, score, lane, score, ...`: what is left of the reply.
+    pub(crate) fn parse(fields: &mut Fields) -> Result<Effects, EngineError> {
         let mut effects = Effects::default();
         while fields.remaining() > 0 {
             let lane = fields.string()?;

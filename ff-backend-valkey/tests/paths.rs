@@ -170,3 +170,108 @@ async fn chain_cascades_inline_with_claim_next() {
         assert_eq!(snap.counts.terminal, 10, "{label}");
     }
 }
+
+/// complete + claim_next whose cascade readies members of the claimed lane (which the library
+/// may hand to the claim directly instead of adding them to the ready set) takes what a claim
+/// of the ready set would: the only new member, the higher priority first, an older ready
+/// execution before a new member; and a member with a deadline the ordinary way.
+#[tokio::test]
+async fn claim_next_after_a_cascade_keeps_the_ready_order() {
+    if common::none_configured("claim_next_after_a_cascade_keeps_the_ready_order") {
+        return;
+    }
+    // One partition: the flows and the standalone execution share the ready sets.
+    for (label, config) in common::configs("handoff", 1) {
+        let backend = common::connect(config).await.expect("connect");
+        let lane = Lane::new("handoff").expect("lane");
+        let spec = |payload: u8| ExecutionSpec::new(lane.clone(), vec![payload; 3]);
+        let claim = ClaimRequest::new(WorkerId::random(), lane.clone());
+        let complete_next = |c: &ff_core::ClaimedExecution| {
+            CompleteRequest::new(c.fence).with_claim_next(claim.clone())
+        };
+
+        // root -> a (priority 0), root -> b (priority 5), root -> d (deadline).
+        let flow = FlowSpec::new()
+            .node(NodeSpec::new(key("root"), spec(0)))
+            .node(NodeSpec::new(key("a"), spec(1)))
+            .node(NodeSpec::new(key("b"), spec(2).with_priority(5)))
+            .node(NodeSpec::new(
+                key("d"),
+                spec(3).with_deadline(Duration::from_secs(3600)),
+            ))
+            .edge(EdgeSpec::new(key("root"), key("a")))
+            .edge(EdgeSpec::new(key("root"), key("b")))
+            .edge(EdgeSpec::new(key("root"), key("d")));
+        let created = backend.create_flow(&flow).await.expect("create flow");
+        let root = backend.claim(&claim).await.expect("claim");
+        assert_eq!(root.len(), 1, "{label}");
+        let done = backend
+            .complete(&complete_next(&root[0]))
+            .await
+            .expect("complete root");
+        assert_eq!(done.next.len(), 1, "{label}");
+        assert_eq!(
+            done.next[0].node_key,
+            Some(key("b")),
+            "{label}: priority first"
+        );
+        assert_eq!(done.next[0].payload, vec![2; 3], "{label}");
+        assert_eq!(done.next[0].priority, 5, "{label}");
+        let mut order = vec![key("b")];
+        let mut current = done.next;
+        while let Some(c) = current.pop() {
+            current = backend
+                .complete(&complete_next(&c))
+                .await
+                .expect("complete")
+                .next;
+            if let Some(n) = current.first() {
+                assert!(
+                    n.deadline.is_some() == (n.node_key == Some(key("d"))),
+                    "{label}"
+                );
+                order.push(n.node_key.clone().expect("a member"));
+            }
+        }
+        assert_eq!(order, vec![key("b"), key("a"), key("d")], "{label}");
+        let snap = backend
+            .describe_flow(&created.flow_id)
+            .await
+            .expect("describe flow");
+        assert_eq!(snap.state, FlowState::Succeeded, "{label}");
+
+        // An older ready execution of the lane goes before the member the cascade readies.
+        let flow = FlowSpec::new()
+            .node(NodeSpec::new(key("up"), spec(4)))
+            .node(NodeSpec::new(key("down"), spec(5)))
+            .edge(EdgeSpec::new(key("up"), key("down")));
+        backend.create_flow(&flow).await.expect("create flow");
+        let up = backend.claim(&claim).await.expect("claim");
+        assert_eq!(up.len(), 1, "{label}");
+        let older = backend.create_execution(&spec(6)).await.expect("create");
+        let next = backend
+            .complete(&complete_next(&up[0]))
+            .await
+            .expect("complete up")
+            .next;
+        assert_eq!(next.len(), 1, "{label}");
+        assert_eq!(
+            next[0].id(),
+            older.id,
+            "{label}: the older ready execution first"
+        );
+        let down = backend
+            .complete(&complete_next(&next[0]))
+            .await
+            .expect("complete older")
+            .next;
+        assert_eq!(down.len(), 1, "{label}");
+        assert_eq!(down[0].node_key, Some(key("down")), "{label}");
+        let snap = backend
+            .describe_execution(&down[0].id())
+            .await
+            .expect("describe");
+        assert_eq!(snap.state(), ExecutionState::Running, "{label}");
+        assert_eq!(snap.attempts.len(), 1, "{label}");
+    }
+}

@@ -41,7 +41,29 @@
 
 local VERSION = '__FF_VERSION__'
 
-local L = {}
+-- `redis.call` and the standard functions the library uses, as locals: a global or field lookup
+-- per use costs more than many of the operations themselves. None of them exists while the
+-- library loads, so `register` binds them when a function first runs (`call` on every call).
+local call
+local sub, find, byte, format, match, floor, concat, tinsert, tsort
+local tonumber, tostring, ipairs, pairs, unpack
+
+local function bind()
+  sub, find, byte, format, match = string.sub, string.find, string.byte, string.format, string.match
+  floor, concat, tinsert, tsort = math.floor, table.concat, table.insert, table.sort
+  tonumber, tostring, ipairs, pairs, unpack = _G.tonumber, _G.tostring, _G.ipairs, _G.pairs, _G.unpack
+end
+
+-- Helpers, declared up front so that any of them can call any other.
+local append_outs, apply_edge, apply_marked, backoff_ms, blob_field, cancel_pending, check_fence,
+  claim_for, claim_lane, claim_next, claim_one, claim_popped, ctx, delayed_added, drain, effects,
+  ekey, evaluate, fail_attempt, finish, fkey, flow_cancelled, flow_finish, flush, get_blob,
+  get_claim, get_complete, get_down, get_down_end, get_fence, get_lease, hint, index_exact,
+  member_place, new_reply, sample_due, claim_entry, complete_entry, down_entry, release_handoff,
+  claim_handoff,
+  index_set, lane_state, lease_id, load_exec, make_delayed, make_eligible, make_ready,
+  member_ended, missed, new_exec, out_edges, parse_outs, part_of, payload_of, promote, read_inputs,
+  read_spec, ready_added, ready_score, ready_taken, readyk, retry_policy, status_of, xkey
 
 -- Terminal transitions whose out-degree is at most this are cascaded inside the call.
 local INLINE_LIMIT = 32
@@ -53,6 +75,15 @@ local CASCADE_CHUNK = 256
 local CANCEL_CHUNK = 512
 -- Values up to this many bytes stay inside the execution hash (keeps it a listpack).
 local INLINE_BLOB = 63
+-- Payloads are kept in the execution hash as they are (field 'P') up to INLINE_BLOB bytes and
+-- above BIG_BLOB: a larger value makes the hash a hashtable instead of a listpack, which costs
+-- little next to such a payload and saves a key (a command on create and on every claim).
+-- Those in between get their own key `x:<uuid>:p` (a finished execution stays small), except
+-- for flow members, which keep any payload in 'P': their hashes have twice the fields of a
+-- standalone execution, and reading a listpack hash scans it field by field (an absent field,
+-- the common case of an option at its default, all of it), so for them the hashtable is the
+-- cheaper form.
+local BIG_BLOB = 1024
 -- Out-edge lists up to this many bytes stay inside the execution hash (a listpack holds values
 -- up to 64 bytes by default).
 local FO_INLINE = 64
@@ -77,10 +108,9 @@ local BUCKET = { succeeded = 'success', skipped = 'skip', failed = 'failure', ca
 
 -- Shared empty reply parts (never modified).
 local EMPTY = {}
-local NO_NEXT = { EMPTY, -1, -1, '' }
 
 local function n2s(x)
-  return string.format('%.0f', x)
+  return format('%.0f', x)
 end
 
 local function split(s, sep)
@@ -88,12 +118,12 @@ local function split(s, sep)
   if s == nil or s == false or s == '' then return out end
   local start = 1
   while true do
-    local i = string.find(s, sep, start, true)
+    local i = find(s, sep, start, true)
     if not i then
-      out[#out + 1] = string.sub(s, start)
+      out[#out + 1] = sub(s, start)
       return out
     end
-    out[#out + 1] = string.sub(s, start, i - 1)
+    out[#out + 1] = sub(s, start, i - 1)
     start = i + #sep
   end
 end
@@ -103,37 +133,44 @@ end
 -- `clock` is the client's clock offset in ms, or '@<ms>' for a frozen test clock, followed on
 -- a standalone server by '|<root>': the key root of the deployment, whose lane indexes
 -- (`<root>{lane:<lane>}:parts`) the function then keeps in step itself.
-function L.ctx(prefix, clock)
+function ctx(prefix, clock)
   local li = nil
-  local bar = string.find(clock, '|', 1, true)
+  local bar = find(clock, '|', 1, true)
   if bar then
-    li = string.sub(clock, bar + 1)
-    clock = string.sub(clock, 1, bar - 1)
+    li = sub(clock, bar + 1)
+    clock = sub(clock, 1, bar - 1)
   end
   local now
-  if string.byte(clock, 1) == 64 then
-    now = tonumber(string.sub(clock, 2))
+  if byte(clock, 1) == 64 then
+    now = sub(clock, 2) + 0
   else
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(clock)
+    -- Arithmetic converts the strings (one strtod each; tonumber would take two).
+    local t = call('TIME')
+    local us = t[2] + 0
+    now = t[1] * 1000 + (us - us % 1000) / 1000 + clock
   end
-  -- Set when needed: queue (completions to cascade), rt (ready transitions), dt / dto (delayed
-  -- lanes), miss / misso (lanes a claim found empty), pub / pubset (hints), idx / idxo
-  -- (lane-index updates for the client), cancels (whether the partition has a deferred flow
-  -- cancel).
-  return { p = prefix, now = now, li = li, budget = EDGE_BUDGET, lease_n = 0 }
+  -- Set when needed: queue (completions to cascade), rt / rtk (ready transitions, in order and by
+  -- key: see ready_added), dt / dto (delayed lanes), miss / misso (lanes a claim found empty),
+  -- pub / pubset (hints), idx / idxo (lane-index updates for the client), cancels (whether the
+  -- partition has a deferred flow cancel), part (the partition number). Those a call usually
+  -- sets are named here (nil), so that the table is allocated at its size once.
+  return { p = prefix, now = now, li = li, budget = EDGE_BUDGET, lease_n = 0, part = nil, queue = nil,
+           rt = nil, rtk = nil, cancels = nil, handoff = nil, handoff_lane = nil }
 end
 
--- The partition number of the current prefix ('...{fp:N}:').
-function L.part(c)
-  if not c.part then c.part = string.match(c.p, '{fp:(%d+)}') end
+-- The partition number of the current prefix ('ff:<ns>:{fp:N}:'; a namespace has no '{').
+function part_of(c)
+  if not c.part then
+    local p = c.p
+    c.part = sub(p, find(p, '{fp:', 1, true) + 4, #p - 2)
+  end
   return c.part
 end
 
-function L.xk(c, u) return c.p .. 'x:' .. u end
-function L.fk(c, f) return c.p .. 'f:' .. f end
-function L.ek(c, f) return c.p .. 'f:' .. f .. ':edges' end
-function L.readyk(c, lane, cid)
+function xkey(c, u) return c.p .. 'x:' .. u end
+function fkey(c, f) return c.p .. 'f:' .. f end
+function ekey(c, f) return c.p .. 'f:' .. f .. ':edges' end
+function readyk(c, lane, cid)
   if cid == nil or cid == false or cid == '' then return c.p .. 'ready:' .. lane end
   return c.p .. 'ready:' .. lane .. '#' .. cid
 end
@@ -141,41 +178,51 @@ end
 -- Typed readers of an execution's fields (one HMGET; the table is built by one constructor so
 -- it is allocated once). nil when the execution does not exist; absent fields are nil.
 
--- What claiming a ready execution needs.
-function L.get_claim(c, u)
-  local xk = c.p .. 'x:' .. u
-  local v = redis.call('HMGET', xk, 'st', 'ep', 'at', 'pr', 'dl', 'to', 'p', 'fl')
-  if not v[1] then return nil end
-  local e = { u = u, st = v[1], ep = v[2] or nil, at = v[3] or nil, pr = v[4] or nil, dl = v[5] or nil,
-              to = v[6] or nil, p = v[7] or nil, fl = v[8] or nil, fi = nil, nk = nil, pi = nil, fo = nil }
-  if e.fl then
-    -- A flow member: its place in the flow too.
-    local m = redis.call('HMGET', xk, 'fi', 'nk', 'pi', 'fo')
-    e.fi, e.nk, e.pi, e.fo = m[1] or nil, m[2] or nil, m[3] or nil, m[4] or nil
-  end
-  return e
+-- What claiming a ready execution needs, as claim_popped reads it: HMGET of these fields (for a
+-- flow member also its node key and whether it takes inputs; its place in the flow only when
+-- needed, see member_place) ...
+function get_claim(c, xk)
+  return call('HMGET', xk, 'st', 'ep', 'at', 'pr', 'dl', 'to', 'P', 'fl', 'nk', 'pi')
+end
+
+-- ... and as a table (execution u).
+function claim_entry(u, v)
+  return { u = u, st = v[1], ep = v[2] or nil, at = v[3] or nil, pr = v[4] or nil, dl = v[5] or nil,
+           to = v[6] or nil, P = v[7] or nil, fl = v[8] or nil, nk = v[9] or nil, pi = v[10] or nil,
+           fi = nil, fo = nil }
+end
+
+-- Completes flow member e (from get_claim) with its member index and out-edges.
+function member_place(c, e)
+  local v = call('HMGET', c.p .. 'x:' .. e.u, 'fi', 'fo')
+  e.fi, e.fo = v[1] or nil, v[2] or nil
 end
 
 -- What renew / progress need (the fence).
-function L.get_lease(c, u)
-  local v = redis.call('HMGET', c.p .. 'x:' .. u, 'st', 'ep', 'at', 'er', 'li', 'le', 'g')
+function get_lease(c, u)
+  local v = call('HMGET', c.p .. 'x:' .. u, 'st', 'ep', 'at', 'er', 'li', 'le', 'g')
   if not v[1] then return nil end
   return { u = u, st = v[1], ep = v[2] or nil, at = v[3] or nil, er = v[4] or nil, li = v[5] or nil,
            le = v[6] or nil, g = v[7] or nil }
 end
 
--- What complete needs: the fence, and ending the attempt.
-function L.get_complete(c, u)
-  local v = redis.call('HMGET', c.p .. 'x:' .. u, 'st', 'ep', 'at', 'er', 'li', 'le', 'dl', 'to', 'fl', 'fi', 'fo')
+-- What complete needs: the fence, and ending the attempt, as HMGET of execution hash xk ...
+function get_complete(c, xk)
+  return call('HMGET', xk, 'st', 'ep', 'li', 'le', 'dl', 'to', 'fl', 'fi', 'fo')
+end
+
+-- ... and as a table (execution u; nil when it does not exist). The attempt count and end
+-- reason only matter for an error reply: status_of reads them then (`partial`).
+function complete_entry(u, xk, v)
   if not v[1] then return nil end
-  return { u = u, st = v[1], ep = v[2] or nil, at = v[3] or nil, er = v[4] or nil, li = v[5] or nil,
-           le = v[6] or nil, dl = v[7] or nil, to = v[8] or nil, fl = v[9] or nil, fi = v[10] or nil,
-           fo = v[11] or nil }
+  return { u = u, st = v[1], ep = v[2] or nil, li = v[3] or nil, le = v[4] or nil, dl = v[5] or nil,
+           to = v[6] or nil, fl = v[7] or nil, fi = v[8] or nil, fo = v[9] or nil, at = nil, er = nil,
+           partial = xk }
 end
 
 -- What fail needs: the fence, and ending or retrying the attempt.
-function L.get_fence(c, u)
-  local v = redis.call('HMGET', c.p .. 'x:' .. u, 'st', 'ep', 'at', 'er', 'li', 'le', 'ao', 'dp', 'dl', 'to',
+function get_fence(c, u)
+  local v = call('HMGET', c.p .. 'x:' .. u, 'st', 'ep', 'at', 'er', 'li', 'le', 'ao', 'dp', 'dl', 'to',
     'ln', 'ci', 'pr', 'rp', 'fl', 'fi', 'fo')
   if not v[1] then return nil end
   return { u = u, st = v[1], ep = v[2] or nil, at = v[3] or nil, er = v[4] or nil, li = v[5] or nil,
@@ -184,26 +231,37 @@ function L.get_fence(c, u)
            fi = v[16] or nil, fo = v[17] or nil }
 end
 
--- What applying an edge to downstream member `d` (execution u) of flow f needs: its group and
--- what making it eligible takes. Ending it (skip, cancel) takes more: see L.get_down_end.
-function L.get_down(c, f, d, u)
-  local v = redis.call('HMGET', c.p .. 'x:' .. u, 'st', 'gv', 'gp', 'gk', 'gi', 'gn', 'gu', 'gs', 'ln', 'ci',
-    'pr', 'dy')
-  if not v[1] then return nil end
+-- What applying an edge to a downstream member (execution hash xk) needs: its group and what
+-- making it eligible takes, as HMGET of these fields. Ending it (skip, cancel) takes more: see
+-- get_down_end ...
+function get_down(c, xk)
+  if c.handoff_lane then
+    -- A claim_next follows: also what claiming the member takes (13 to 19, see handoff).
+    return call('HMGET', xk, 'st', 'gv', 'gp', 'gk', 'gi', 'gn', 'gu', 'gs', 'ln', 'ci', 'pr', 'dy',
+      'ep', 'at', 'dl', 'to', 'P', 'nk', 'pi')
+  end
+  return call('HMGET', xk, 'st', 'gv', 'gp', 'gk', 'gi', 'gn', 'gu', 'gs', 'ln', 'ci', 'pr', 'dy')
+end
+
+-- ... as a table (member index d, execution u of flow f).
+function down_entry(f, d, u, v)
   return { u = u, st = v[1], gv = v[2] or nil, gp = v[3] or nil, gk = v[4] or nil, gi = v[5] or nil,
            gn = v[6] or nil, gu = v[7] or nil, gs = v[8] or nil, ln = v[9] or nil, ci = v[10] or nil,
            pr = v[11] or nil, dy = v[12] or nil, fl = f, fi = d, dl = nil, fo = nil }
 end
 
--- Completes e (from L.get_down) with what L.finish needs of a waiting member.
-function L.get_down_end(c, e)
-  local v = redis.call('HMGET', c.p .. 'x:' .. e.u, 'dl', 'fo')
+-- Completes e (from get_down) with what finish needs of a waiting member.
+function get_down_end(c, e)
+  local v = call('HMGET', c.p .. 'x:' .. e.u, 'dl', 'fo')
   e.dl, e.fo = v[1] or nil, v[2] or nil
 end
 
--- Reads every field of execution u (paths off the hot path).
-function L.load(c, u)
-  local r = redis.call('HGETALL', c.p .. 'x:' .. u)
+-- Reads every field of execution u (paths off the hot path; a pending handoff of u is released
+-- first, so that what it reads is current).
+function load_exec(c, u)
+  local h = c.handoff
+  if h and h[1] == u then release_handoff(c) end
+  local r = call('HGETALL', c.p .. 'x:' .. u)
   if #r == 0 then return nil end
   local e = {}
   for i = 1, #r, 2 do e[r[i]] = r[i + 1] end
@@ -211,24 +269,55 @@ function L.load(c, u)
   return e
 end
 
-function L.status(e)
-  return { e.st, tonumber(e.ep or 0), tonumber(e.at or 0), e.er or IMPLIED_ER[e.st] or '' }
+-- {state, epoch, attempt, end reason} of e (read by get_complete: its attempt and end reason
+-- are read now).
+function status_of(e)
+  if e.partial then
+    local v = call('HMGET', e.partial, 'at', 'er')
+    e.at, e.er, e.partial = v[1] or nil, v[2] or nil, nil
+  end
+  return { e.st, (e.ep or 0) + 0, (e.at or 0) + 0, e.er or IMPLIED_ER[e.st] or '' }
 end
 
 -- ------------------------------------------------------------------ transitions, hints, lane index
 
--- A ready set just received a member: on its empty → non-empty transition, the lane gets a
--- wake-up and (at the flush) its lane-index entry.
-function L.ready_added(c, lane, rk)
-  if redis.call('ZCARD', rk) ~= 1 then return end
-  redis.call('SADD', c.p .. 'lanes', lane)
-  if not c.rt then c.rt = {} end
-  c.rt[#c.rt + 1] = { lane, rk }
+-- A ready set just received a member (`before`: how many it held before, when the caller
+-- knows): on its empty → non-empty transition the set is counted
+-- for the rest of the call, and if it still holds work at the flush (a chain's claim_next may
+-- have taken it at once), the lane gets its place in `lanes`, its lane-index entry and a
+-- wake-up.
+function ready_added(c, lane, rk, before)
+  local rtk = c.rtk
+  local t = rtk and rtk[rk]
+  if t then
+    t[3] = t[3] + 1
+    return
+  end
+  if before then
+    if before ~= 0 then return end
+  elseif call('ZCARD', rk) ~= 1 then
+    return
+  end
+  -- Counted from here on (ready_taken), so the flush knows whether it is still non-empty.
+  t = { lane, rk, 1 }
+  if not rtk then
+    rtk = {}
+    c.rt, c.rtk = {}, rtk
+  end
+  c.rt[#c.rt + 1] = t
+  rtk[rk] = t
+end
+
+-- `n` members were just taken off ready set `rk` (nil: all of them, it is empty).
+function ready_taken(c, rk, n)
+  local t = c.rtk and c.rtk[rk]
+  if not t then return end
+  if n == nil or n >= t[3] then t[3] = 0 else t[3] = t[3] - n end
 end
 
 -- A delayed member of `lane` becomes claimable at `at`.
-function L.delayed_added(c, lane, at)
-  redis.call('SADD', c.p .. 'lanes', lane)
+function delayed_added(c, lane, at)
+  call('SADD', c.p .. 'lanes', lane)
   if not c.dt then c.dt, c.dto = {}, {} end
   local cur = c.dt[lane]
   if cur == nil then
@@ -240,7 +329,7 @@ function L.delayed_added(c, lane, at)
 end
 
 -- A claim left no ready work of `lane` that the worker could take here.
-function L.missed(c, lane)
+function missed(c, lane)
   if not c.miss then c.miss, c.misso = {}, {} end
   if not c.miss[lane] then
     c.miss[lane] = true
@@ -250,7 +339,7 @@ end
 
 -- Queues a wake-up hint for the current partition's channel: 'w|<lane>' (work ready),
 -- 'f|<flow>' (flow finished), 'c' (completion pending).
-function L.note(c, msg)
+function hint(c, msg)
   if not c.pub then c.pub, c.pubset = {}, {} end
   if not c.pubset[msg] then
     c.pubset[msg] = true
@@ -260,13 +349,13 @@ end
 
 -- The lane has work on this partition claimable from `score` on (0 = now). Standalone: the
 -- index is written here; cluster: reported to the client, which writes it (another slot).
-function L.index_set(c, lane, score)
+function index_set(c, lane, score)
   if c.li then
     local key = c.li .. '{lane:' .. lane .. '}:parts'
     if score == 0 then
-      redis.call('ZADD', key, 0, L.part(c))
+      call('ZADD', key, 0, part_of(c))
     else
-      redis.call('ZADD', key, 'LT', score, L.part(c))
+      call('ZADD', key, 'LT', score, part_of(c))
     end
     return
   end
@@ -281,12 +370,12 @@ function L.index_set(c, lane, score)
 end
 
 -- Ready and earliest-delayed work of a lane on this partition (any capabilities).
-function L.lane_status(c, lane)
-  local ready = redis.call('ZCARD', c.p .. 'ready:' .. lane)
-  for _, cid in ipairs(redis.call('HKEYS', c.p .. 'caps:' .. lane)) do
-    ready = ready + redis.call('ZCARD', c.p .. 'ready:' .. lane .. '#' .. cid)
+function lane_state(c, lane)
+  local ready = call('ZCARD', c.p .. 'ready:' .. lane)
+  for _, cid in ipairs(call('HKEYS', c.p .. 'caps:' .. lane)) do
+    ready = ready + call('ZCARD', c.p .. 'ready:' .. lane .. '#' .. cid)
   end
-  local d = redis.call('ZRANGE', c.p .. 'delayed:' .. lane, 0, 0, 'WITHSCORES')
+  local d = call('ZRANGE', c.p .. 'delayed:' .. lane, 0, 0, 'WITHSCORES')
   local nextd = -1
   if d[1] then nextd = tonumber(d[2]) end
   return { ready, nextd }
@@ -294,18 +383,18 @@ end
 
 -- Sets this partition's lane-index entry from the lane's exact status (standalone), or
 -- reports it (cluster; an empty lane is left to the client's own miss handling).
-function L.index_exact(c, lane)
-  local ls = L.lane_status(c, lane)
+function index_exact(c, lane)
+  local ls = lane_state(c, lane)
   if ls[1] > 0 then
-    L.index_set(c, lane, 0)
+    index_set(c, lane, 0)
   elseif ls[2] >= 0 then
     if c.li then
-      redis.call('ZADD', c.li .. '{lane:' .. lane .. '}:parts', ls[2], L.part(c))
+      call('ZADD', c.li .. '{lane:' .. lane .. '}:parts', ls[2], part_of(c))
     else
-      L.index_set(c, lane, ls[2])
+      index_set(c, lane, ls[2])
     end
   elseif c.li then
-    redis.call('ZREM', c.li .. '{lane:' .. lane .. '}:parts', L.part(c))
+    call('ZREM', c.li .. '{lane:' .. lane .. '}:parts', part_of(c))
   end
   return ls
 end
@@ -313,24 +402,27 @@ end
 -- Applies this call's transitions on the current partition: lane-index entries, then hints
 -- (a work-ready hint only if the work is still there: a chain's claim_next may have taken it
 -- in the same call). Runs before a call switches partitions and before it replies.
-function L.flush(c)
+function flush(c)
+  -- A handoff no claim took (none should be left) becomes an ordinary ready member.
+  if c.handoff then release_handoff(c) end
   if not (c.rt or c.dt or c.miss or c.pub) then return end
   if c.rt then
     for _, t in ipairs(c.rt) do
-      if redis.call('ZCARD', t[2]) > 0 then
-        L.index_set(c, t[1], 0)
-        L.note(c, 'w|' .. t[1])
+      if t[3] > 0 then
+        call('SADD', c.p .. 'lanes', t[1])
+        index_set(c, t[1], 0)
+        hint(c, 'w|' .. t[1])
       end
     end
-    c.rt = nil
+    c.rt, c.rtk = nil, nil
   end
   if c.dt then
-    for _, lane in ipairs(c.dto) do L.index_set(c, lane, c.dt[lane]) end
+    for _, lane in ipairs(c.dto) do index_set(c, lane, c.dt[lane]) end
     c.dt, c.dto = nil, nil
   end
   if c.miss then
     if c.li then
-      for _, lane in ipairs(c.misso) do L.index_exact(c, lane) end
+      for _, lane in ipairs(c.misso) do index_exact(c, lane) end
     end
     c.miss, c.misso = nil, nil
   end
@@ -338,112 +430,121 @@ function L.flush(c)
     local ch = c.p .. 'hints'
     local cmd = 'SPUBLISH'
     if c.li then cmd = 'PUBLISH' end
-    for _, msg in ipairs(c.pub) do redis.call(cmd, ch, msg) end
+    for _, msg in ipairs(c.pub) do call(cmd, ch, msg) end
     c.pub, c.pubset = nil, nil
   end
 end
 
--- Flushes, and returns the lane-index updates for the client: lane, score, lane, score, ...
--- (empty on a standalone server, where the function wrote them itself).
-function L.effects(c)
-  L.flush(c)
-  if not c.idx then return EMPTY end
-  local out = {}
-  do
+-- A reply starting with `a` and `b` (b may be nil), its array allocated for a claim block of
+-- one execution: appending to a table beyond its array part rehashes it, each time it grows.
+function new_reply(a, b)
+  return { a, b, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+           nil, nil, nil, nil }
+end
+
+-- Flushes, and appends the lane-index updates for the client to reply R (its tail: lane,
+-- score, lane, score, ...; nothing on a standalone server, where the function wrote them
+-- itself). Returns R.
+function effects(c, R)
+  flush(c)
+  if c.idx then
+    local idx = c.idx
     for _, lane in ipairs(c.idxo) do
-      out[#out + 1] = lane
-      out[#out + 1] = c.idx[lane]
+      R[#R + 1] = lane
+      R[#R + 1] = idx[lane]
     end
     c.idx, c.idxo = nil, nil
   end
-  return out
+  return R
 end
 
 -- ------------------------------------------------------------------ blobs
 
 -- A blob value as hash fields: inline ('i<bytes>') when small, otherwise written to its own
 -- key `x:<uuid><suffix>` and marked 'b'. Returns the field value to store.
-function L.blob_field(c, u, suffix, value)
+function blob_field(c, u, suffix, value)
   if #value <= INLINE_BLOB then return 'i' .. value end
-  redis.call('SET', c.p .. 'x:' .. u .. suffix, value)
+  call('SET', c.p .. 'x:' .. u .. suffix, value)
   return 'b'
 end
 
--- The payload: inline in field 'p', or (no field) in `x:<uuid>:p`.
-function L.payload(c, u, v)
-  if v then return string.sub(v, 2) end
-  return redis.call('GET', c.p .. 'x:' .. u .. ':p') or ''
+-- The payload of execution u whose field 'P' is `P`: that field, or (absent) `x:<uuid>:p`.
+function payload_of(c, u, P)
+  if P then return P end
+  return call('GET', c.p .. 'x:' .. u .. ':p') or ''
 end
 
-function L.get_blob(c, u, v, suffix)
+function get_blob(c, u, v, suffix)
   if v == nil or v == false then return nil end
-  if string.byte(v, 1) == 105 then return string.sub(v, 2) end
-  local b = redis.call('GET', c.p .. 'x:' .. u .. suffix)
+  if byte(v, 1) == 105 then return sub(v, 2) end
+  local b = call('GET', c.p .. 'x:' .. u .. suffix)
   if not b then return '' end
   return b
 end
 
 -- ------------------------------------------------------------------ ready / delayed
 
-function L.ready_score(pr, seq)
-  return (MAX_PRIORITY - tonumber(pr or 0)) * SEQ_SPAN + seq
+function ready_score(pr, seq)
+  return (MAX_PRIORITY - (pr or 0)) * SEQ_SPAN + seq
 end
 
 -- Makes u ready: one HSET (state plus `extra` fields), a fresh FIFO sequence, its ready set.
-function L.make_ready(c, u, lane, cid, pr, extra)
-  local seq = redis.call('INCR', c.p .. 'seq')
+function make_ready(c, u, lane, cid, pr, extra)
+  local h = c.handoff
+  if h and h[4] == lane then release_handoff(c) end
+  local seq = call('INCR', c.p .. 'seq')
   if extra then
-    redis.call('HSET', c.p .. 'x:' .. u, 'st', 'ready', unpack(extra))
+    call('HSET', c.p .. 'x:' .. u, 'st', 'ready', unpack(extra))
   else
-    redis.call('HSET', c.p .. 'x:' .. u, 'st', 'ready')
+    call('HSET', c.p .. 'x:' .. u, 'st', 'ready')
   end
-  local rk = L.readyk(c, lane, cid)
-  redis.call('ZADD', rk, L.ready_score(pr, seq), u)
-  L.ready_added(c, lane, rk)
+  local rk = readyk(c, lane, cid)
+  call('ZADD', rk, ready_score(pr, seq), u)
+  ready_added(c, lane, rk)
 end
 
 -- Makes u delayed until `at`: one HSET (state, available_at, `extra`), the delayed indexes.
-function L.make_delayed(c, u, lane, at, extra)
+function make_delayed(c, u, lane, at, extra)
   if extra then
-    redis.call('HSET', c.p .. 'x:' .. u, 'st', 'delayed', 'aa', at, unpack(extra))
+    call('HSET', c.p .. 'x:' .. u, 'st', 'delayed', 'aa', at, unpack(extra))
   else
-    redis.call('HSET', c.p .. 'x:' .. u, 'st', 'delayed', 'aa', at)
+    call('HSET', c.p .. 'x:' .. u, 'st', 'delayed', 'aa', at)
   end
-  redis.call('ZADD', c.p .. 'delayed', at, u)
-  redis.call('ZADD', c.p .. 'delayed:' .. lane, at, u)
-  L.delayed_added(c, lane, at)
+  call('ZADD', c.p .. 'delayed', at, u)
+  call('ZADD', c.p .. 'delayed:' .. lane, at, u)
+  delayed_added(c, lane, at)
 end
 
 -- Eligible now (ready) or after `delay` ms (delayed).
-function L.make_eligible(c, u, lane, cid, pr, delay, extra)
+function make_eligible(c, u, lane, cid, pr, delay, extra)
   if delay > 0 then
-    L.make_delayed(c, u, lane, c.now + delay, extra)
+    make_delayed(c, u, lane, c.now + delay, extra)
   else
-    L.make_ready(c, u, lane, cid, pr, extra)
+    make_ready(c, u, lane, cid, pr, extra)
   end
 end
 
-function L.promote(c, u)
-  local e = redis.call('HMGET', c.p .. 'x:' .. u, 'st', 'ln', 'ci', 'pr')
-  redis.call('ZREM', c.p .. 'delayed', u)
-  if e[2] then redis.call('ZREM', c.p .. 'delayed:' .. e[2], u) end
+function promote(c, u)
+  local e = call('HMGET', c.p .. 'x:' .. u, 'st', 'ln', 'ci', 'pr')
+  call('ZREM', c.p .. 'delayed', u)
+  if e[2] then call('ZREM', c.p .. 'delayed:' .. e[2], u) end
   if e[1] ~= 'delayed' then return false end
-  L.make_ready(c, u, e[2], e[3], e[4], nil)
+  make_ready(c, u, e[2], e[3], e[4], nil)
   return true
 end
 
 -- ------------------------------------------------------------------ retry backoff
 
 -- max_attempts and stored backoff of execution e ('rp'; absent = one attempt, no backoff).
-function L.retry_policy(e)
+function retry_policy(e)
   if not e.rp then return 1, 'f:0:0' end
-  local i = string.find(e.rp, ';', 1, true)
-  return tonumber(string.sub(e.rp, 1, i - 1)), string.sub(e.rp, i + 1)
+  local i = find(e.rp, ';', 1, true)
+  return tonumber(sub(e.rp, 1, i - 1)), sub(e.rp, i + 1)
 end
 
 -- The same formula as RetryPolicy::delay_after (square-and-multiply power, as powi), in ms
 -- rounded up. bk is 'f:<secs>:<nanos>' or 'e:<isecs>:<inanos>:<factor>:<msecs>:<mnanos>:<jitter>'.
-function L.backoff_ms(bk, attempt, rnd)
+function backoff_ms(bk, attempt, rnd)
   local p = split(bk, ':')
   if p[1] == 'f' then
     return tonumber(p[2]) * 1000 + math.ceil(tonumber(p[3]) / 1000000)
@@ -456,7 +557,7 @@ function L.backoff_ms(bk, attempt, rnd)
   if b < 0 then b = 0 end
   while true do
     if b % 2 == 1 then r = r * a end
-    b = math.floor(b / 2)
+    b = floor(b / 2)
     if b == 0 then break end
     a = a * a
   end
@@ -468,8 +569,8 @@ function L.backoff_ms(bk, attempt, rnd)
   if jitter < 0 then jitter = 0 elseif jitter > 1 then jitter = 1 end
   local secs = capped * (1 - jitter * rnd)
   if secs < 0 then secs = 0 end
-  local whole = math.floor(secs)
-  local nanos = math.floor((secs - whole) * 1e9 + 0.5)
+  local whole = floor(secs)
+  local nanos = floor((secs - whole) * 1e9 + 0.5)
   return whole * 1000 + math.ceil(nanos / 1000000)
 end
 
@@ -479,19 +580,22 @@ end
 -- execution the attempt ends with `outcome`; `bump` moves the epoch (fencing the worker out).
 -- `extra` holds more hash fields to write. e needs: u, st, ln / ci (ready), to (running), dl,
 -- ep (bump), fl / fi / fo (members); `e.popped` says a claim already took it off its ready set.
-function L.finish(c, e, reason, outcome, bump, extra)
+function finish(c, e, reason, outcome, bump, extra)
   local u = e.u
   local st = e.st
   if st == 'ready' then
-    if not e.popped then redis.call('ZREM', L.readyk(c, e.ln, e.ci), u) end
+    if not e.popped then
+      local rk = readyk(c, e.ln, e.ci)
+      ready_taken(c, rk, call('ZREM', rk, u))
+    end
   elseif st == 'delayed' then
-    redis.call('ZREM', c.p .. 'delayed', u)
-    redis.call('ZREM', c.p .. 'delayed:' .. e.ln, u)
+    call('ZREM', c.p .. 'delayed', u)
+    call('ZREM', c.p .. 'delayed:' .. e.ln, u)
   elseif st == 'running' then
-    redis.call('ZREM', c.p .. 'leases', u)
-    if e.to then redis.call('ZREM', c.p .. 'timeouts', u) end
+    call('ZREM', c.p .. 'leases', u)
+    if e.to then call('ZREM', c.p .. 'timeouts', u) end
   end
-  if e.dl then redis.call('ZREM', c.p .. 'deadlines', u) end
+  if e.dl then call('ZREM', c.p .. 'deadlines', u) end
   -- Written: the state and finish time; the end reason only where the state does not imply it
   -- (failed, cancelled); for a running execution the attempt's outcome unless it succeeded
   -- (the finish time is the attempt's end), and the epoch bump.
@@ -517,43 +621,43 @@ function L.finish(c, e, reason, outcome, bump, extra)
   if extra then
     for i = 1, #extra do h[#h + 1] = extra[i] end
   end
-  redis.call('HSET', c.p .. 'x:' .. u, unpack(h))
+  call('HSET', c.p .. 'x:' .. u, unpack(h))
   e.st = final
   e.er = reason
   if e.fl then
-    L.member_ended(c, e, reason)
+    member_ended(c, e, reason)
   else
-    redis.call('ZADD', c.p .. 'terminal', c.now, 'x:' .. u)
+    call('ZADD', c.p .. 'terminal', c.now, 'x:' .. u)
   end
 end
 
 -- Whether e's flow has a cancel requested (checked where a cancelled flow changes the outcome
 -- of a running member's failed attempt).
-function L.flow_cancelled(c, e)
+function flow_cancelled(c, e)
   if not e.fl then return false end
-  return redis.call('HGET', L.fk(c, e.fl), 'cr') == '1'
+  return call('HGET', fkey(c, e.fl), 'cr') == '1'
 end
 
 -- Whether flow f has a cancel in progress whose members may still be waiting (ready, delayed
 -- or blocked). cancel_flow cancels every waiting member at once unless it defers the rest to
 -- the `cancels` backlog, so only then can one be found: the backlog is checked once per call.
-function L.cancel_pending(c, f)
-  if c.cancels == nil then c.cancels = redis.call('EXISTS', c.p .. 'cancels') == 1 end
+function cancel_pending(c, f)
+  if c.cancels == nil then c.cancels = call('EXISTS', c.p .. 'cancels') == 1 end
   if not c.cancels then return false end
-  return redis.call('HGET', L.fk(c, f), 'cr') == '1'
+  return call('HGET', fkey(c, f), 'cr') == '1'
 end
 
 -- A failed attempt of running execution e (worker fail, lease expiry, timeout): retry with
 -- backoff when attempts are left and the failure is retryable, otherwise fail it.
 -- Returns the retry time, or false when the execution failed.
-function L.fail_attempt(c, e, outcome, retryable, msg, rnd, bump)
+function fail_attempt(c, e, outcome, retryable, msg, rnd, bump)
   local u = e.u
   local at = tonumber(e.at or 0)
-  local ma, bk = L.retry_policy(e)
-  if retryable and at < ma and not L.flow_cancelled(c, e) then
-    local delay = L.backoff_ms(bk, at, rnd)
-    redis.call('ZREM', c.p .. 'leases', u)
-    if e.to then redis.call('ZREM', c.p .. 'timeouts', u) end
+  local ma, bk = retry_policy(e)
+  if retryable and at < ma and not flow_cancelled(c, e) then
+    local delay = backoff_ms(bk, at, rnd)
+    call('ZREM', c.p .. 'leases', u)
+    if e.to then call('ZREM', c.p .. 'timeouts', u) end
     local h = { 'an', c.now, 'ao', outcome, 'dp', c.now + delay }
     if bump then
       local ep = tonumber(e.ep or 0)
@@ -564,7 +668,7 @@ function L.fail_attempt(c, e, outcome, retryable, msg, rnd, bump)
       h[#h + 1] = 'fm'; h[#h + 1] = msg
       h[#h + 1] = 'fr'; h[#h + 1] = retryable and '1' or '0'
     end
-    L.make_eligible(c, u, e.ln, e.ci, e.pr, delay, h)
+    make_eligible(c, u, e.ln, e.ci, e.pr, delay, h)
     return c.now + delay
   end
   local extra = { 'dp', 'f' }
@@ -577,34 +681,34 @@ function L.fail_attempt(c, e, outcome, retryable, msg, rnd, bump)
     -- Attempts were left, but the flow was cancelled: no retry.
     reason = 'cancelled_by_flow'
   end
-  L.finish(c, e, reason, outcome, bump, extra)
+  finish(c, e, reason, outcome, bump, extra)
   return false
 end
 
 -- ------------------------------------------------------------------ flows and the cascade
 
-function L.member_ended(c, e, reason)
-  local fk = L.fk(c, e.fl)
-  local left = redis.call('HINCRBY', fk, 'lf', -1)
-  if FAILS_FLOW[reason] then redis.call('HINCRBY', fk, 'fg', 1) end
-  if left <= 0 then L.flow_finish(c, e.fl) end
+function member_ended(c, e, reason)
+  local fk = fkey(c, e.fl)
+  local left = call('HINCRBY', fk, 'lf', -1)
+  if FAILS_FLOW[reason] then call('HINCRBY', fk, 'fg', 1) end
+  if left <= 0 then flow_finish(c, e.fl) end
   if not c.queue then c.queue = {} end
   c.queue[#c.queue + 1] = { u = e.u, fl = e.fl, fi = e.fi, st = e.st, fo = e.fo }
 end
 
-function L.flow_finish(c, f)
-  local fk = L.fk(c, f)
-  local v = redis.call('HMGET', fk, 'cr', 'fg', 'st')
+function flow_finish(c, f)
+  local fk = fkey(c, f)
+  local v = call('HMGET', fk, 'cr', 'fg', 'st')
   if v[3] ~= 'running' then return end
   local st = 'succeeded'
   if v[1] == '1' then st = 'cancelled' elseif tonumber(v[2] or '0') > 0 then st = 'failed' end
-  redis.call('HSET', fk, 'st', st, 'fa', c.now)
-  redis.call('ZADD', c.p .. 'terminal', c.now, 'f:' .. f)
-  if v[1] == '1' then redis.call('ZREM', c.p .. 'cancels', f) end
-  L.note(c, 'f|' .. f)
+  call('HSET', fk, 'st', st, 'fa', c.now)
+  call('ZADD', c.p .. 'terminal', c.now, 'f:' .. f)
+  if v[1] == '1' then call('ZREM', c.p .. 'cancels', f) end
+  hint(c, 'f|' .. f)
 end
 
-function L.evaluate(gp, gk, gi, gn, gu)
+function evaluate(gp, gk, gi, gn, gu)
   local required = gi
   if gp == 'y' then required = 1 elseif gp == 'q' then required = gk end
   if gn >= required then return 's' end
@@ -614,48 +718,56 @@ end
 
 -- Parses out-edge entries '<edge>:<member>:<kind>:<member uuid>,...' into a list of
 -- {edge, member, kind, uuid}.
-function L.parse_outs(list)
+function parse_outs(list)
   local out = {}
-  for _, o in ipairs(split(list, ',')) do
-    local k, d, kind, du = string.match(o, '^(%d+):(%d+):(%a):([%x%-]+)$')
-    out[#out + 1] = { k, d, kind, du }
+  local pos, n = 1, #list
+  while pos <= n do
+    -- '<edge>:<member>:' then a one-letter kind, ':' and the uuid up to ',' or the end.
+    local a = find(list, ':', pos, true)
+    local b = find(list, ':', a + 1, true)
+    local comma = find(list, ',', b + 3, true) or n + 1
+    out[#out + 1] = { sub(list, pos, a - 1), sub(list, a + 1, b - 1), sub(list, b + 1, b + 1),
+                      sub(list, b + 3, comma - 1) }
+    pos = comma + 1
   end
   return out
 end
 
 -- The out-edges of member `fi` of flow f (its `fo` field).
-function L.outs(c, f, fi, fo)
+function out_edges(c, f, fi, fo)
   if fo == nil or fo == false or fo == '' then return EMPTY end
-  if fo == '@' then fo = redis.call('HGET', L.ek(c, f), 'o' .. fi) or '' end
-  return L.parse_outs(fo)
+  if fo == '@' then fo = call('HGET', ekey(c, f), 'o' .. fi) or '' end
+  return parse_outs(fo)
 end
 
 -- Appends out-edge entries `add` ('k:d:kind,...') to existing member `fi` (execution u).
-function L.append_outs(c, f, fi, u, add)
-  local xk = L.xk(c, u)
-  local cur = redis.call('HGET', xk, 'fo')
+function append_outs(c, f, fi, u, add)
+  local xk = xkey(c, u)
+  local cur = call('HGET', xk, 'fo')
   if cur == '@' then
-    local ek = L.ek(c, f)
-    local spilled = redis.call('HGET', ek, 'o' .. fi)
+    local ek = ekey(c, f)
+    local spilled = call('HGET', ek, 'o' .. fi)
     if spilled and spilled ~= '' then add = spilled .. ',' .. add end
-    redis.call('HSET', ek, 'o' .. fi, add)
+    call('HSET', ek, 'o' .. fi, add)
     return
   end
   if cur and cur ~= '' then add = cur .. ',' .. add end
   if #add > FO_INLINE then
-    redis.call('HSET', L.ek(c, f), 'o' .. fi, add)
+    call('HSET', ekey(c, f), 'o' .. fi, add)
     add = '@'
   end
-  redis.call('HSET', xk, 'fo', add)
+  call('HSET', xk, 'fo', add)
 end
 
 -- Applies one edge to downstream member index `d` (execution du) of flow f; `sat` says
 -- whether the upstream outcome satisfies the edge.
-function L.apply_edge(c, f, d, du, sat)
-  local e = L.get_down(c, f, d, du)
-  if e == nil then return end
-  local dk = L.xk(c, du)
-  local gn, gu = tonumber(e.gn or 0), tonumber(e.gu or 0)
+function apply_edge(c, f, d, du, sat)
+  local h = c.handoff
+  if h and h[1] == du then release_handoff(c) end
+  local dk = c.p .. 'x:' .. du
+  local v = get_down(c, dk)
+  if not v[1] then return end
+  local gn, gu = (v[6] or 0) + 0, (v[7] or 0) + 0
   local field, value
   if sat then
     gn = gn + 1
@@ -664,61 +776,81 @@ function L.apply_edge(c, f, d, du, sat)
     gu = gu + 1
     field, value = 'gu', gu
   end
-  if e.gv ~= 'p' then
-    redis.call('HSET', dk, field, value)
+  if v[2] ~= 'p' then
+    call('HSET', dk, field, value)
     return
   end
-  local verdict = L.evaluate(e.gp, tonumber(e.gk or 0), tonumber(e.gi), gn, gu)
+  local verdict = evaluate(v[3], (v[4] or 0) + 0, v[5] + 0, gn, gu)
   if verdict == 'p' then
-    redis.call('HSET', dk, field, value)
+    call('HSET', dk, field, value)
     return
   end
+  if verdict == 's' and v[1] == 'blocked' and not v[12] and v[8] ~= 'c' and not cancel_pending(c, f) then
+    -- The common case, straight: a blocked member without a delay becomes ready (what the rest
+    -- does through make_eligible) -- or, when this call's claim_next is about to claim from
+    -- its ready set and the set is empty, goes to the claim directly (see handoff).
+    local lane = v[9]
+    local rk = readyk(c, lane, v[10])
+    h = c.handoff
+    if h and h[4] == lane then release_handoff(c) end
+    local before = call('ZCARD', rk)
+    if before == 0 and c.handoff_lane == lane and not v[10] and not c.handoff then
+      c.handoff = { du, field, value, lane, v[11], v, f }
+      return
+    end
+    local seq = call('INCR', c.p .. 'seq')
+    call('HSET', dk, 'st', 'ready', field, value, 'gv', 's')
+    call('ZADD', rk, ready_score(v[11], seq), du)
+    ready_added(c, lane, rk, before)
+    return
+  end
+  local e = down_entry(f, d, du, v)
   local extra = { field, value, 'gv', verdict }
   local blocked = e.st == 'blocked'
-  if blocked and L.cancel_pending(c, f) then
+  if blocked and cancel_pending(c, f) then
     -- A member of a cancelled flow never becomes eligible.
-    L.get_down_end(c, e)
-    L.finish(c, e, 'cancelled_by_flow', nil, false, extra)
+    get_down_end(c, e)
+    finish(c, e, 'cancelled_by_flow', nil, false, extra)
     blocked = false
     extra = nil
   end
   if verdict == 's' then
     if blocked then
-      L.make_eligible(c, du, e.ln, e.ci, e.pr, tonumber(e.dy or 0), extra)
+      make_eligible(c, du, e.ln, e.ci, e.pr, tonumber(e.dy or 0), extra)
       extra = nil
     end
-    if extra then redis.call('HSET', dk, unpack(extra)) end
+    if extra then call('HSET', dk, unpack(extra)) end
     if e.gs == 'c' then
-      local ek = L.ek(c, f)
-      local fk = L.fk(c, f)
-      for _, k in ipairs(split(redis.call('HGET', ek, 'i' .. d), ',')) do
-        local rec = split(redis.call('HGET', ek, 'e' .. k), '|')
-        local uu = redis.call('HGET', fk, 'm' .. rec[1])
-        local ue = L.load(c, uu)
+      local ek = ekey(c, f)
+      local fk = fkey(c, f)
+      for _, k in ipairs(split(call('HGET', ek, 'i' .. d), ',')) do
+        local rec = split(call('HGET', ek, 'e' .. k), '|')
+        local uu = call('HGET', fk, 'm' .. rec[1])
+        local ue = load_exec(c, uu)
         if ue and not TERMINAL[ue.st] then
-          L.finish(c, ue, 'cancelled_by_group', 'cancelled', true, nil)
+          finish(c, ue, 'cancelled_by_group', 'cancelled', true, nil)
         end
       end
     end
   elseif blocked then
-    L.get_down_end(c, e)
-    L.finish(c, e, 'dependency_impossible', nil, false, extra)
+    get_down_end(c, e)
+    finish(c, e, 'dependency_impossible', nil, false, extra)
   elseif extra then
-    redis.call('HSET', dk, unpack(extra))
+    call('HSET', dk, unpack(extra))
   end
 end
 
 -- Applies out-edges `outs` of a completed upstream in flow f whose final state is `st`, each at
 -- most once (its applied mark is set with HSETNX): the paths where an edge may already have
 -- been applied (cascade_completion after add_nodes applied a new edge). Returns the count.
-function L.apply_marked(c, f, st, outs)
-  local ek = L.ek(c, f)
+function apply_marked(c, f, st, outs)
+  local ek = ekey(c, f)
   local success = BUCKET[st] == 'success'
   local applied = 0
   for _, o in ipairs(outs) do
-    if redis.call('HSETNX', ek, 'a' .. o[1], '1') == 1 then
+    if call('HSETNX', ek, 'a' .. o[1], '1') == 1 then
       applied = applied + 1
-      L.apply_edge(c, f, o[2], o[4], success or o[3] == 'a')
+      apply_edge(c, f, o[2], o[4], success or o[3] == 'a')
     end
   end
   return applied
@@ -728,24 +860,24 @@ end
 -- call's edge budget allows, otherwise recorded as pending for cascade_completion. Inline
 -- edges get no applied mark: nothing can have applied them before (their upstream became
 -- terminal in this call), and describe_flow derives their mark.
-function L.drain(c)
+function drain(c)
   if not c.queue then return end
   local i = 1
   while i <= #c.queue do
     local item = c.queue[i]
     i = i + 1
-    local outs = L.outs(c, item.fl, item.fi, item.fo)
+    local outs = out_edges(c, item.fl, item.fi, item.fo)
     local n = #outs
     if n > 0 then
       if n <= INLINE_LIMIT and c.budget >= n then
         c.budget = c.budget - n
         local success = BUCKET[item.st] == 'success'
         for _, o in ipairs(outs) do
-          L.apply_edge(c, item.fl, o[2], o[4], success or o[3] == 'a')
+          apply_edge(c, item.fl, o[2], o[4], success or o[3] == 'a')
         end
       else
-        redis.call('ZADD', c.p .. 'completions', c.now, item.u)
-        L.note(c, 'c')
+        call('ZADD', c.p .. 'completions', c.now, item.u)
+        hint(c, 'c')
       end
     end
   end
@@ -755,46 +887,32 @@ end
 -- ------------------------------------------------------------------ creation
 
 -- Reads one execution spec from ARGV starting at index i (10 values); returns spec, next i.
-function L.read_spec(a, i)
+function read_spec(a, i)
   return {
     u = a[i], lane = a[i + 1], pr = a[i + 2], caps = a[i + 3], payload = a[i + 4],
-    delay = tonumber(a[i + 5]), rp = a[i + 6], to = a[i + 7], dl = a[i + 8], key = a[i + 9],
+    delay = a[i + 5] + 0, rp = a[i + 6], to = a[i + 7], dl = a[i + 8], key = a[i + 9],
   }, i + 10
 end
 
 -- Writes a new execution with one HSET. `blocked` members wait for their group; others are
--- eligible now.
-function L.new_exec(c, s, member)
-  if not member and s.pr == '0' and s.rp == '' and s.caps == '' and s.to == '' and s.dl == ''
-      and s.delay == 0 then
-    -- The common case: every optional field at its default, ready at once.
-    local seq = redis.call('INCR', c.p .. 'seq')
-    if #s.payload <= INLINE_BLOB then
-      redis.call('HSET', c.p .. 'x:' .. s.u, 'st', 'ready', 'ln', s.lane, 'ca', c.now, 'p', 'i' .. s.payload)
-    else
-      redis.call('SET', c.p .. 'x:' .. s.u .. ':p', s.payload)
-      redis.call('HSET', c.p .. 'x:' .. s.u, 'st', 'ready', 'ln', s.lane, 'ca', c.now)
-    end
-    local rk = c.p .. 'ready:' .. s.lane
-    redis.call('ZADD', rk, MAX_PRIORITY * SEQ_SPAN + seq, s.u)
-    L.ready_added(c, s.lane, rk)
-    return
-  end
+-- eligible now. (`create` writes a standalone execution with every option at its default
+-- itself.)
+function new_exec(c, s, member)
   local h = { 'ln', s.lane, 'ca', c.now }
   if s.pr ~= '0' then h[#h + 1] = 'pr'; h[#h + 1] = s.pr end
   if s.rp ~= '' then h[#h + 1] = 'rp'; h[#h + 1] = s.rp end
   local cid = ''
   if s.caps ~= '' then
-    cid = string.sub(redis.sha1hex(s.caps), 1, 16)
+    cid = sub(redis.sha1hex(s.caps), 1, 16)
     h[#h + 1] = 'cp'; h[#h + 1] = s.caps
     h[#h + 1] = 'ci'; h[#h + 1] = cid
-    redis.call('HSET', c.p .. 'caps:' .. s.lane, cid, s.caps)
+    call('HSET', c.p .. 'caps:' .. s.lane, cid, s.caps)
   end
   if s.to ~= '' then h[#h + 1] = 'to'; h[#h + 1] = s.to end
   if s.dl ~= '' then
-    local dl = c.now + tonumber(s.dl)
+    local dl = c.now + s.dl
     h[#h + 1] = 'dl'; h[#h + 1] = dl
-    redis.call('ZADD', c.p .. 'deadlines', dl, s.u)
+    call('ZADD', c.p .. 'deadlines', dl, s.u)
   end
   if member then
     h[#h + 1] = 'fl'; h[#h + 1] = member.fl
@@ -810,245 +928,421 @@ function L.new_exec(c, s, member)
       if member.pi then h[#h + 1] = 'pi'; h[#h + 1] = '1' end
     end
   end
-  if #s.payload <= INLINE_BLOB then
-    h[#h + 1] = 'p'; h[#h + 1] = 'i' .. s.payload
+  local size = #s.payload
+  if size <= INLINE_BLOB or size > BIG_BLOB or member then
+    h[#h + 1] = 'P'; h[#h + 1] = s.payload
   else
-    redis.call('SET', L.xk(c, s.u) .. ':p', s.payload)
+    call('SET', xkey(c, s.u) .. ':p', s.payload)
   end
   if member and member.gi > 0 then
     h[#h + 1] = 'st'; h[#h + 1] = 'blocked'
-    redis.call('HSET', L.xk(c, s.u), unpack(h))
+    call('HSET', xkey(c, s.u), unpack(h))
   elseif s.delay > 0 then
-    L.make_delayed(c, s.u, s.lane, c.now + s.delay, h)
+    make_delayed(c, s.u, s.lane, c.now + s.delay, h)
   else
-    L.make_ready(c, s.u, s.lane, cid, s.pr, h)
+    make_ready(c, s.u, s.lane, cid, s.pr, h)
   end
 end
 
 -- ------------------------------------------------------------------ claiming
 
-function L.lease_id(base, i)
+-- The lease id of the i-th execution (from 0) one call claims: `base` with i added to its last
+-- 32 bits. The client derives the same ids from the base it sent, so replies leave them out.
+function lease_id(base, i)
   if i == 0 then return base end
-  local head = string.sub(base, 1, 28)
-  local tail = tonumber(string.sub(base, 29, 36), 16)
-  return head .. string.format('%08x', (tail + i) % 4294967296)
+  local head = sub(base, 1, 28)
+  local tail = tonumber(sub(base, 29, 36), 16)
+  return head .. format('%08x', (tail + i) % 4294967296)
 end
 
-function L.inputs(c, e)
-  local out = {}
-  local ek = L.ek(c, e.fl)
-  local fk = L.fk(c, e.fl)
-  for _, k in ipairs(split(redis.call('HGET', ek, 'i' .. e.fi), ',')) do
-    local rec = split(redis.call('HGET', ek, 'e' .. k), '|')
+-- Appends the inputs of claimed flow member e to reply R: their count, then per pass-result
+-- edge whose upstream succeeded its node key, execution, 1 and the result (0 and '' without).
+function read_inputs(c, e, R)
+  local at = #R + 1
+  R[at] = 0
+  local n = 0
+  local ek = ekey(c, e.fl)
+  local fk = fkey(c, e.fl)
+  if not e.fi then member_place(c, e) end
+  for _, k in ipairs(split(call('HGET', ek, 'i' .. e.fi), ',')) do
+    local rec = split(call('HGET', ek, 'e' .. k), '|')
     if rec[4] == '1' then
-      local uu = redis.call('HGET', fk, 'm' .. rec[1])
-      local v = redis.call('HMGET', L.xk(c, uu), 'st', 'nk', 'r')
+      local uu = call('HGET', fk, 'm' .. rec[1])
+      local v = call('HMGET', xkey(c, uu), 'st', 'nk', 'r')
       if v[1] == 'succeeded' then
-        local r = L.get_blob(c, uu, v[3], ':r')
+        local r = get_blob(c, uu, v[3], ':r')
+        local m = #R
+        R[m + 1], R[m + 2] = v[2], uu
         if r == nil then
-          out[#out + 1] = { v[2], uu, 0, '' }
+          R[m + 3], R[m + 4] = 0, ''
         else
-          out[#out + 1] = { v[2], uu, 1, r }
+          R[m + 3], R[m + 4] = 1, r
         end
+        n = n + 1
       end
     end
   end
-  return out
+  R[at] = n
 end
 
--- Leases ready execution e (read by L.get_claim) to `worker`.
-function L.claim_one(c, e, worker, ttl, lease)
+-- Leases ready execution e (read by get_claim) on partition `part` to `worker` until `le`, and
+-- appends its record to reply R: partition, uuid, epoch, attempt, payload, flags, then by the
+-- flags what the execution has beyond the defaults, in this order: priority (16), attempt
+-- deadline (1), deadline (2), flow and node key (4: a flow member), inputs (8: as read_inputs
+-- writes them).
+function claim_one(c, R, e, worker, le, lease, part)
   local u = e.u
-  local xk = L.xk(c, u)
-  local at0 = tonumber(e.at or 0)
-  local ep0 = tonumber(e.ep or 0)
+  local xk = c.p .. 'x:' .. u
+  local at0 = (e.at or 0) + 0
+  local ep0 = (e.ep or 0) + 0
   local at, ep = at0 + 1, ep0 + 1
   if at0 > 0 then
     -- A retry: archive the previous attempt and clear its fields.
-    local v = redis.call('HMGET', xk, 'wk', 'li', 'ax', 'as', 'an', 'ao', 'fm', 'fr', 'g')
-    redis.call('RPUSH', xk .. ':att', cjson.encode({
+    local v = call('HMGET', xk, 'wk', 'li', 'ax', 'as', 'an', 'ao', 'fm', 'fr', 'g')
+    call('RPUSH', xk .. ':att', cjson.encode({
       n = at0, w = v[1] or '', l = v[2] or '', e = tonumber(v[3] or ep0), s = tonumber(v[4] or '0'),
       t = tonumber(v[5] or '-1'), o = v[6] or '', m = v[7] or false, r = v[8] or false,
     }))
-    redis.call('HDEL', xk, 'an', 'ao', 'fm', 'fr', 'dp', 'ax', 'g')
-    if v[9] == 'b' then redis.call('DEL', xk .. ':g') end
+    call('HDEL', xk, 'an', 'ao', 'fm', 'fr', 'dp', 'ax', 'g')
+    if v[9] == 'b' then call('DEL', xk .. ':g') end
   end
-  local le = c.now + ttl
-  local ad = -1
+  local flags = 0
+  local ad
   if e.to then
-    ad = c.now + tonumber(e.to)
-    redis.call('HSET', xk, 'st', 'running', 'at', at, 'ep', ep, 'li', lease, 'wk', worker, 'le', le,
+    ad = c.now + e.to
+    flags = 1
+    call('HSET', xk, 'st', 'running', 'at', at, 'ep', ep, 'li', lease, 'wk', worker, 'le', le,
       'as', c.now, 'ad', ad)
-    redis.call('ZADD', c.p .. 'timeouts', ad, u)
+    call('ZADD', c.p .. 'timeouts', ad, u)
   else
-    redis.call('HSET', xk, 'st', 'running', 'at', at, 'ep', ep, 'li', lease, 'wk', worker, 'le', le,
+    call('HSET', xk, 'st', 'running', 'at', at, 'ep', ep, 'li', lease, 'wk', worker, 'le', le,
       'as', c.now)
   end
-  redis.call('ZADD', c.p .. 'leases', le, u)
-  local inputs = EMPTY
-  if e.pi == '1' then inputs = L.inputs(c, e) end
-  return { u, ep, lease, at, e.ln, tonumber(e.pr or 0), L.payload(c, u, e.p), inputs,
-           e.fl or '', e.nk or '', le, ad, tonumber(e.dl or -1) }
-end
-
--- A member just taken off ready set `cid` of `lane`: claim it into `out`, or end it if its
--- deadline passed or its flow is being cancelled; a stale entry is dropped.
-function L.claim_popped(c, u, lane, cid, worker, ttl, base, out)
-  local e = L.get_claim(c, u)
-  if e == nil or e.st ~= 'ready' then return end
-  e.ln, e.ci, e.popped = lane, cid, true
-  if e.dl and tonumber(e.dl) <= c.now then
-    L.finish(c, e, 'deadline_exceeded', nil, false, nil)
-  elseif e.fl and L.cancel_pending(c, e.fl) then
-    L.finish(c, e, 'cancelled_by_flow', nil, false, nil)
-  else
-    out[#out + 1] = L.claim_one(c, e, worker, ttl, L.lease_id(base, c.lease_n))
-    c.lease_n = c.lease_n + 1
+  call('ZADD', c.p .. 'leases', le, u)
+  if e.dl then flags = flags + 2 end
+  if e.fl then flags = flags + 4 end
+  if e.pi == '1' then flags = flags + 8 end
+  if e.pr then flags = flags + 16 end
+  local n = #R
+  R[n + 1], R[n + 2], R[n + 3], R[n + 4], R[n + 5], R[n + 6] = part, u, ep, at, payload_of(c, u, e.P), flags
+  if flags > 0 then
+    n = n + 6
+    if e.pr then n = n + 1; R[n] = e.pr end
+    if ad then n = n + 1; R[n] = ad end
+    if e.dl then n = n + 1; R[n] = e.dl end
+    if e.fl then R[n + 1], R[n + 2] = e.fl, e.nk or ''; n = n + 2 end
+    if e.pi == '1' then read_inputs(c, e, R) end
   end
 end
 
--- Claims up to `max` ready executions of `lane` on the current partition whose capabilities
--- the worker offers. Returns the claimed list and how many the worker could still take here
--- (-1: some, not counted).
-function L.claim(c, lane, worker, max, ttl, wcaps, base)
-  -- Promote this lane's due delayed executions first.
-  local due = redis.call('ZRANGEBYSCORE', c.p .. 'delayed:' .. lane, '-inf', c.now, 'LIMIT', 0, max + 16)
-  for _, u in ipairs(due) do L.promote(c, u) end
-  local out = {}
+-- A member just taken off ready set `cid` of `lane` on partition `part`: claim it into reply R,
+-- or end it if its deadline passed or its flow is being cancelled; a stale entry is dropped.
+-- Returns whether it was claimed.
+function claim_popped(c, R, u, lane, cid, worker, le, base, part)
+  local xk = c.p .. 'x:' .. u
+  local v = get_claim(c, xk)
+  if v[1] ~= 'ready' then return false end
+  local fl = v[8]
+  if not (v[3] or v[5] or v[6] or v[10]) and not (fl and cancel_pending(c, fl)) then
+    -- The common case, straight: the first attempt of an execution without deadlines or inputs
+    -- (what claim_one does, without its generality).
+    local lease = lease_id(base, c.lease_n)
+    c.lease_n = c.lease_n + 1
+    local ep = (v[2] or 0) + 1
+    call('HSET', xk, 'st', 'running', 'at', 1, 'ep', ep, 'li', lease, 'wk', worker, 'le', le,
+      'as', c.now)
+    call('ZADD', c.p .. 'leases', le, u)
+    local pr, n = v[4], #R
+    local flags = 0
+    if pr then flags = 16 end
+    if fl then flags = flags + 4 end
+    R[n + 1], R[n + 2], R[n + 3], R[n + 4], R[n + 5], R[n + 6] = part, u, ep, 1, payload_of(c, u, v[7]), flags
+    n = n + 6
+    if pr then n = n + 1; R[n] = pr end
+    if fl then R[n + 1], R[n + 2] = fl, v[9] or '' end
+    return true
+  end
+  local e = claim_entry(u, v)
+  local reason = nil
+  if e.dl and e.dl + 0 <= c.now then
+    reason = 'deadline_exceeded'
+  elseif e.fl and cancel_pending(c, e.fl) then
+    reason = 'cancelled_by_flow'
+  end
+  if reason then
+    e.ln, e.ci, e.popped = lane, cid, true
+    if e.fl then member_place(c, e) end
+    finish(c, e, reason, nil, false, nil)
+    return false
+  end
+  claim_one(c, R, e, worker, le, lease_id(base, c.lease_n), part)
+  c.lease_n = c.lease_n + 1
+  return true
+end
+
+-- The handoff: a complete with claim_next whose cascade makes a member of the claimed lane
+-- eligible (without capabilities or delay) while the lane's ready set on the partition is
+-- empty would add it to the set, and the claim would pop it right after as the set's only
+-- member. Instead the cascade leaves it to the claim (`c.handoff`: uuid, group field and value,
+-- lane, priority, its fields as get_down read them, flow), which writes it running in one
+-- HSET: no sequence, no ready-set add and pop, no second HMGET and HSET. Anything else that
+-- makes a member of that lane ready first releases the handoff (the member becomes ready the
+-- ordinary way, ahead of the other), so the order is what the ready set would have given; so
+-- does anything that reads or ends the member itself.
+
+-- Makes the pending handoff an ordinary ready member.
+function release_handoff(c)
+  local h = c.handoff
+  c.handoff = nil
+  make_ready(c, h[1], h[4], nil, h[5], { h[2], h[3], 'gv', 's' })
+end
+
+-- Claims the pending handoff (member h of `lane`, its fields as get_down read them) into reply
+-- R, as claim_popped claims a popped member. When it is not a plain first attempt (deadlines,
+-- inputs), it becomes an ordinary ready member instead, which the caller's pop then takes the
+-- ordinary way. Returns whether it claimed it. (The fields are still current: anything in the
+-- call that reads or ends the member first releases the handoff, see apply_edge and
+-- load_exec.)
+function claim_handoff(c, R, h, worker, le, base, part)
+  local u, v = h[1], h[6]
+  if v[14] or v[15] or v[16] or v[19] then
+    c.handoff = h
+    release_handoff(c)
+    return false
+  end
+  local xk = c.p .. 'x:' .. u
+  local lease = lease_id(base, c.lease_n)
+  c.lease_n = c.lease_n + 1
+  local ep = (v[13] or 0) + 1
+  call('HSET', xk, 'st', 'running', 'at', 1, 'ep', ep, 'li', lease, 'wk', worker, 'le', le,
+    'as', c.now, h[2], h[3], 'gv', 's')
+  call('ZADD', c.p .. 'leases', le, u)
+  local pr, n = v[11], #R
+  local flags = 4
+  if pr then flags = 20 end
+  R[n + 1], R[n + 2], R[n + 3], R[n + 4], R[n + 5], R[n + 6] = part, u, ep, 1, payload_of(c, u, v[17]), flags
+  n = n + 6
+  if pr then n = n + 1; R[n] = pr end
+  R[n + 1], R[n + 2] = h[7], v[18] or ''
+  return true
+end
+
+-- Claims up to `max` ready executions of `lane` on the current partition (`part`) whose
+-- capabilities the worker offers, into reply R. Returns how many it claimed and how many the
+-- worker could still take here (-1: some, not counted).
+function claim_lane(c, R, lane, worker, max, le, wcaps, base, part)
+  local got = 0
   local left = 0
   local guard = 0
   if wcaps == '' then
     -- One ready set: pop the best members directly. When a pop comes back short the set is
-    -- empty; when every pop was full, a standalone server does not count what is left (the
-    -- next claim that finds the set empty fixes the lane index), a cluster does (its client
-    -- maintains the index from the count).
+    -- empty: the lane's due delayed executions are promoted then, once (a busy lane leaves
+    -- them to the delayed-promotion scanner, which saves a command on every claim). When
+    -- every pop was full, a standalone server does not count what is left (the next claim that
+    -- finds the set empty fixes the lane index), a cluster does (its client maintains the
+    -- index from the count).
     local rk = c.p .. 'ready:' .. lane
-    local empty = false
-    while #out < max and guard < max + 64 do
-      local want = max - #out
-      local r = redis.call('ZPOPMIN', rk, want)
-      if #r < 2 * want then empty = true end
+    local empty, promoted = false, false
+    local h = c.handoff
+    if h then
+      c.handoff = nil
+      if claim_handoff(c, R, h, worker, le, base, part) then got = 1 end
+    end
+    while got < max and guard < max + 64 do
+      local want = max - got
+      local r = call('ZPOPMIN', rk, want)
+      if #r < 2 * want then
+        empty = true
+        ready_taken(c, rk, nil)
+      else
+        ready_taken(c, rk, want)
+      end
       for i = 1, #r, 2 do
         guard = guard + 1
-        L.claim_popped(c, r[i], lane, '', worker, ttl, base, out)
+        if claim_popped(c, R, r[i], lane, '', worker, le, base, part) then got = got + 1 end
       end
-      if empty then break end
+      if empty then
+        if promoted or got >= max then break end
+        promoted = true
+        local due = call('ZRANGEBYSCORE', c.p .. 'delayed:' .. lane, '-inf', c.now, 'LIMIT', 0,
+          max - got + 16)
+        local n = 0
+        for i = 1, #due do
+          if promote(c, due[i]) then n = n + 1 end
+        end
+        if n == 0 then break end
+        empty = false
+      end
     end
     if empty then
       left = 0
     elseif c.li then
       left = -1
     else
-      left = redis.call('ZCARD', rk)
+      left = call('ZCARD', rk)
     end
   else
+    if c.handoff then release_handoff(c) end
+    -- Promote this lane's due delayed executions first.
+    local due = call('ZRANGEBYSCORE', c.p .. 'delayed:' .. lane, '-inf', c.now, 'LIMIT', 0, max + 16)
+    for i = 1, #due do promote(c, due[i]) end
     -- The plain set and every capability set the worker covers: take the best head each time.
     local offered = {}
     for _, cap in ipairs(split(wcaps, ',')) do offered[cap] = true end
     local zs = { { c.p .. 'ready:' .. lane, '' } }
-    local sets = redis.call('HGETALL', c.p .. 'caps:' .. lane)
+    local sets = call('HGETALL', c.p .. 'caps:' .. lane)
     for i = 1, #sets, 2 do
       local ok = true
       for _, cap in ipairs(split(sets[i + 1], ',')) do
         if not offered[cap] then ok = false break end
       end
-      if ok then zs[#zs + 1] = { L.readyk(c, lane, sets[i]), sets[i] } end
+      if ok then zs[#zs + 1] = { readyk(c, lane, sets[i]), sets[i] } end
     end
-    while #out < max and guard < max + 64 do
+    while got < max and guard < max + 64 do
       guard = guard + 1
       local best, bestscore, bestz = nil, nil, nil
       for _, z in ipairs(zs) do
-        local h = redis.call('ZRANGE', z[1], 0, 0, 'WITHSCORES')
+        local h = call('ZRANGE', z[1], 0, 0, 'WITHSCORES')
         if h[1] and (best == nil or tonumber(h[2]) < bestscore) then
           best, bestscore, bestz = h[1], tonumber(h[2]), z
         end
       end
       if best == nil then break end
-      redis.call('ZREM', bestz[1], best)
-      L.claim_popped(c, best, lane, bestz[2], worker, ttl, base, out)
+      ready_taken(c, bestz[1], call('ZREM', bestz[1], best))
+      if claim_popped(c, R, best, lane, bestz[2], worker, le, base, part) then got = got + 1 end
     end
-    for _, z in ipairs(zs) do left = left + redis.call('ZCARD', z[1]) end
+    for _, z in ipairs(zs) do left = left + call('ZCARD', z[1]) end
   end
-  if left == 0 then L.missed(c, lane) end
-  return out, left
+  if left == 0 then missed(c, lane) end
+  return got, left
 end
 
--- Claims for a worker, starting on partition `first` (the current one, or '' for none), then
--- -- on a standalone server only -- on the lane's due partitions from its index, at most
--- `visits` partitions in all. Each partition's effects are flushed before the next.
--- Returns { groups {partition, claimed}, ready_left, next_delayed, stay }: on a cluster
--- ready_left / next_delayed describe the one partition visited (any capabilities); on a
--- standalone server `stay` is the partition to start from next time ('' for the index).
-function L.claim_for(c, lane, worker, max, ttl, wcaps, base, first, rnd, visits)
-  local groups = {}
+-- Appends to `order` (marking them in `seen`) up to `want` partitions that lane index `key`
+-- lists as due by `now` and `seen` does not hold (`nseen` of them), in random order: from a
+-- random sample of the index, or -- when the sample holds none that is due and unseen (the
+-- index also lists partitions whose only work is delayed) -- its first due ones. Returns how
+-- many it added: 0 only when every due partition is in `seen`. A sample, not the whole index:
+-- reading and converting every entry would cost more than claiming.
+function sample_due(key, now, want, seen, nseen, order)
+  local added = 0
+  local r = call('ZRANDMEMBER', key, want + nseen, 'WITHSCORES')
+  for i = 1, #r, 2 do
+    local p, score = r[i], r[i + 1]
+    if added < want and not seen[p] and (score == '0' or score + 0 <= now) then
+      order[#order + 1] = p
+      seen[p] = true
+      added = added + 1
+    end
+  end
+  if added > 0 or #r == 0 then return added end
+  r = call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, want + nseen)
+  for i = 1, #r do
+    local p = r[i]
+    if added < want and not seen[p] then
+      order[#order + 1] = p
+      seen[p] = true
+      added = added + 1
+    end
+  end
+  return added
+end
+
+-- Claims for a worker into reply R, starting on partition `first` (the current one, or '' for
+-- none), then -- on a standalone server only -- on due partitions of the lane index, at most
+-- `visits` partitions in all. Each partition's effects are flushed before the next. Appends
+-- the claim block: on a standalone server `stay` (the partition to start from next time, ''
+-- for the index), on a cluster ready_left and next_delayed (of the one partition visited, any
+-- capabilities); then the count, the lease expiry and the records (see claim_one).
+function claim_for(c, R, lane, worker, max, ttl, wcaps, base, first, visits)
+  local h = #R
+  local le = c.now + ttl
+  if c.li then
+    R[h + 1], R[h + 2], R[h + 3] = '', 0, le
+  else
+    R[h + 1], R[h + 2], R[h + 3], R[h + 4] = -1, -1, 0, le
+  end
   local got, stay = 0, ''
   local ready_left, next_delayed = -1, -1
-  local order = {}
-  if first ~= '' then order[1] = first end
-  local pos, visited, indexed = 1, 0, false
+  local visited = 0
+  local part = first
+  if part == '' then part = nil end
+  -- Partitions to visit after `first` (sampled from the index when needed), and those seen.
+  local order, seen, nseen, pos = nil, nil, 0, 1
   while got < max and visited < visits do
-    local part = order[pos]
+    if part == nil and order and order[pos] then
+      part = order[pos]
+      pos = pos + 1
+    end
     if part == nil then
-      if indexed or not c.li then break end
-      indexed = true
-      local due = redis.call('ZRANGEBYSCORE', c.li .. '{lane:' .. lane .. '}:parts', '-inf', c.now, 'LIMIT', 0, 256)
-      local start = math.floor(rnd * #due)
-      for i = 1, #due do
-        local p = due[((start + i - 1) % #due) + 1]
-        if p ~= first then order[#order + 1] = p end
+      -- The visited partitions are dry: sample the index again, until it has no due partition
+      -- left that this call has not seen (a stale entry is fixed by the visit that finds it
+      -- empty).
+      if not c.li then break end
+      if not order then
+        order, seen = {}, {}
+        if first ~= '' then seen[first], nseen = true, 1 end
       end
+      local want = max - got
+      if want > visits - visited then want = visits - visited end
+      nseen = nseen + sample_due(c.li .. '{lane:' .. lane .. '}:parts', c.now, want, seen, nseen, order)
       part = order[pos]
       if part == nil then break end
+      pos = pos + 1
     end
-    pos = pos + 1
     visited = visited + 1
-    if c.li and part ~= L.part(c) then
+    if c.li and part ~= part_of(c) then
       c.p = c.li .. '{fp:' .. part .. '}:'
       c.part = part
       c.cancels = nil
     end
-    local claimed, left = L.claim(c, lane, worker, max - got, ttl, wcaps, base)
+    local claimed, left = claim_lane(c, R, lane, worker, max - got, le, wcaps, base, part)
     if not c.li then
       if left ~= 0 then
         ready_left = left
       else
-        local ls = L.lane_status(c, lane)
+        local ls = lane_state(c, lane)
         ready_left, next_delayed = ls[1], ls[2]
       end
     end
-    L.drain(c)
-    L.flush(c)
-    if #claimed > 0 then
-      groups[#groups + 1] = { part, claimed }
-      got = got + #claimed
-    end
+    drain(c)
+    flush(c)
+    got = got + claimed
     if left ~= 0 then stay = part end
+    part = nil
   end
-  return { groups, ready_left, next_delayed, stay }
+  if c.li then
+    R[h + 1], R[h + 2] = stay, got
+  else
+    R[h + 1], R[h + 2], R[h + 3] = ready_left, next_delayed, got
+  end
 end
 
 -- The claim_next of complete / fail. ARGV from i: has_claim, lane, worker, max, ttl, caps,
--- lease_base, random, most partitions to visit.
-function L.claim_next(c, a, i)
-  if a[i] ~= '1' then return NO_NEXT end
-  return L.claim_for(c, a[i + 1], a[i + 2], tonumber(a[i + 3]), tonumber(a[i + 4]), a[i + 5], a[i + 6],
-    L.part(c), tonumber(a[i + 7]), tonumber(a[i + 8]))
+-- lease_base, this partition's number, most partitions to visit. Appends the claim block (see
+-- claim_for) to R when the caller asked for one.
+function claim_next(c, R, a, i)
+  if a[i] ~= '1' then return end
+  c.part = a[i + 7]
+  claim_for(c, R, a[i + 1], a[i + 2], a[i + 3] + 0, a[i + 4] + 0, a[i + 5], a[i + 6], a[i + 7],
+    a[i + 8] + 0)
 end
 
 -- ------------------------------------------------------------------ fencing
 
 -- Checks a worker's fence. Returns nil when the execution is running under this live lease,
 -- 'repeat' when the lease matches but the execution is no longer running, or an error reply.
-function L.fence(c, e, epoch, lease)
-  if tonumber(e.ep or 0) ~= tonumber(epoch) then
-    return { 'fenced', 'stale_epoch', L.status(e) }
+function check_fence(c, e, epoch, lease)
+  -- Both are integers in their canonical decimal form (the client's, and the server's printing
+  -- of the Lua number the library stored).
+  if (e.ep or '0') ~= epoch then
+    return { 'fenced', 'stale_epoch', status_of(e) }
   end
   if e.li ~= lease then
-    return { 'fenced', 'lease_mismatch', L.status(e) }
+    return { 'fenced', 'lease_mismatch', status_of(e) }
   end
   if e.st == 'running' then
-    if c.now >= tonumber(e.le) then
-      return { 'fenced', 'lease_expired', L.status(e) }
+    if c.now >= e.le + 0 then
+      return { 'fenced', 'lease_expired', status_of(e) }
     end
     return nil
   end
@@ -1061,14 +1355,30 @@ local function version()
   return VERSION
 end
 
+-- ARGV: clock, then one execution spec (see read_spec).
 local function create(keys, a)
-  local c = L.ctx(keys[1], a[1])
-  local s = L.read_spec(a, 2)
-  if redis.call('EXISTS', L.xk(c, s.u)) == 1 then
-    return { 'ok', 0, L.effects(c) }
+  local c = ctx(keys[1], a[1])
+  local u = a[2]
+  local xk = c.p .. 'x:' .. u
+  if call('EXISTS', xk) == 1 then return effects(c, { 'ok', 0 }) end
+  if a[4] == '0' and a[5] == '' and a[7] == '0' and a[8] == '' and a[9] == '' and a[10] == '' then
+    -- The common case, straight: every option at its default, ready at once.
+    local lane, payload = a[3], a[6]
+    local seq = call('INCR', c.p .. 'seq')
+    local size = #payload
+    if size <= INLINE_BLOB or size > BIG_BLOB then
+      call('HSET', xk, 'st', 'ready', 'ln', lane, 'ca', c.now, 'P', payload)
+    else
+      call('SET', xk .. ':p', payload)
+      call('HSET', xk, 'st', 'ready', 'ln', lane, 'ca', c.now)
+    end
+    local rk = c.p .. 'ready:' .. lane
+    call('ZADD', rk, MAX_PRIORITY * SEQ_SPAN + seq, u)
+    ready_added(c, lane, rk)
+  else
+    new_exec(c, read_spec(a, 2), nil)
   end
-  L.new_exec(c, s, nil)
-  return { 'ok', 1, L.effects(c) }
+  return effects(c, { 'ok', 1 })
 end
 
 -- Reads the node and edge lists of create_flow / add_nodes.
@@ -1078,7 +1388,7 @@ local function read_graph(a, i, nn, ne)
   local nodes, edges = {}, {}
   for n = 1, nn do
     local s
-    s, i = L.read_spec(a, i)
+    s, i = read_spec(a, i)
     s.gp, s.gk, s.gs, s.gi, s.pi = a[i], a[i + 1], a[i + 2], tonumber(a[i + 3]), a[i + 4] == '1'
     i = i + 5
     nodes[n] = s
@@ -1091,12 +1401,12 @@ local function read_graph(a, i, nn, ne)
 end
 
 local function flow_nodes_reply(c, f)
-  local fk = L.fk(c, f)
-  local nn = tonumber(redis.call('HGET', fk, 'nn'))
+  local fk = fkey(c, f)
+  local nn = tonumber(call('HGET', fk, 'nn'))
   local out = {}
   for i = 0, nn - 1 do
-    local u = redis.call('HGET', fk, 'm' .. i)
-    out[#out + 1] = redis.call('HGET', L.xk(c, u), 'nk')
+    local u = call('HGET', fk, 'm' .. i)
+    out[#out + 1] = call('HGET', xkey(c, u), 'nk')
     out[#out + 1] = u
   end
   return out
@@ -1106,8 +1416,8 @@ end
 -- `resolve(from)` maps an edge's 'from' to a flow member index. Returns the out-edge entries of
 -- existing upstream members by member index.
 local function write_graph(c, f, nodes, edges, base, resolve)
-  local fk, ek = L.fk(c, f), L.ek(c, f)
-  local ne0 = tonumber(redis.call('HGET', fk, 'ne') or '0')
+  local fk, ek = fkey(c, f), ekey(c, f)
+  local ne0 = tonumber(call('HGET', fk, 'ne') or '0')
   -- Edge records and lists first (they must exist before any node can be claimed or cascaded).
   local outs, ins = {}, {}
   local h = {}
@@ -1118,18 +1428,18 @@ local function write_graph(c, f, nodes, edges, base, resolve)
     h[#h + 1] = 'e' .. k
     h[#h + 1] = from .. '|' .. to .. '|' .. ed.kind .. '|' .. ed.pass
     outs[from] = outs[from] or {}
-    table.insert(outs[from], k .. ':' .. to .. ':' .. ed.kind .. ':' .. nodes[ed.to + 1].u)
+    tinsert(outs[from], k .. ':' .. to .. ':' .. ed.kind .. ':' .. nodes[ed.to + 1].u)
     ins[to] = ins[to] or {}
-    table.insert(ins[to], k)
+    tinsert(ins[to], k)
   end
   for to, ks in pairs(ins) do
     h[#h + 1] = 'i' .. to
-    h[#h + 1] = table.concat(ks, ',')
+    h[#h + 1] = concat(ks, ',')
   end
   local existing = {}
   local fo = {}
   for from, list in pairs(outs) do
-    local joined = table.concat(list, ',')
+    local joined = concat(list, ',')
     if from >= base then
       if #joined > FO_INLINE then
         h[#h + 1] = 'o' .. from
@@ -1141,7 +1451,7 @@ local function write_graph(c, f, nodes, edges, base, resolve)
       existing[from] = joined
     end
   end
-  if #h > 0 then redis.call('HSET', ek, unpack(h)) end
+  if #h > 0 then call('HSET', ek, unpack(h)) end
   local fh = { 'ne', ne0 + #edges }
   for n, s in ipairs(nodes) do
     local idx = base + n - 1
@@ -1150,55 +1460,55 @@ local function write_graph(c, f, nodes, edges, base, resolve)
     fh[#fh + 1] = 'n:' .. s.key
     fh[#fh + 1] = idx
   end
-  redis.call('HSET', fk, unpack(fh))
+  call('HSET', fk, unpack(fh))
   for from, add in pairs(existing) do
-    L.append_outs(c, f, from, redis.call('HGET', fk, 'm' .. from), add)
+    append_outs(c, f, from, call('HGET', fk, 'm' .. from), add)
   end
   for n, s in ipairs(nodes) do
     local idx = base + n - 1
-    L.new_exec(c, s, { fl = f, fi = idx, gp = s.gp, gk = s.gk, gs = s.gs, gi = s.gi, pi = s.pi,
+    new_exec(c, s, { fl = f, fi = idx, gp = s.gp, gk = s.gk, gs = s.gs, gi = s.gi, pi = s.pi,
                        fo = fo[idx] })
   end
   return existing
 end
 
 local function create_flow(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local f = a[2]
   local nn, ne = tonumber(a[3]), tonumber(a[4])
-  local fk = L.fk(c, f)
-  if redis.call('EXISTS', fk) == 1 then
-    return { 'ok', 0, flow_nodes_reply(c, f), L.effects(c) }
+  local fk = fkey(c, f)
+  if call('EXISTS', fk) == 1 then
+    return effects(c, { 'ok', 0, flow_nodes_reply(c, f) })
   end
   local nodes, edges = read_graph(a, 5, nn, ne)
-  redis.call('HSET', fk, 'st', 'running', 'cr', '0', 'tt', nn, 'lf', nn, 'fg', 0, 'ca', c.now, 'nn', nn)
-  redis.call('ZADD', c.p .. 'flows', c.now, f)
-  write_graph(c, f, nodes, edges, 0, function(from) return tonumber(string.sub(from, 2)) end)
-  return { 'ok', 1, {}, L.effects(c) }
+  call('HSET', fk, 'st', 'running', 'cr', '0', 'tt', nn, 'lf', nn, 'fg', 0, 'ca', c.now, 'nn', nn)
+  call('ZADD', c.p .. 'flows', c.now, f)
+  write_graph(c, f, nodes, edges, 0, function(from) return tonumber(sub(from, 2)) end)
+  return effects(c, { 'ok', 1, {} })
 end
 
 local function add_nodes(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local f = a[2]
   local nn, ne = tonumber(a[3]), tonumber(a[4])
-  local fk = L.fk(c, f)
-  if redis.call('EXISTS', fk) == 0 then return { 'notfound', 'flow', f } end
+  local fk = fkey(c, f)
+  if call('EXISTS', fk) == 0 then return { 'notfound', 'flow', f } end
   local nodes, edges = read_graph(a, 5, nn, ne)
   -- Existing keys: all → repeat; some → conflict.
   local existing = 0
   local first_dup = nil
   local ids = {}
   for _, s in ipairs(nodes) do
-    local idx = redis.call('HGET', fk, 'n:' .. s.key)
+    local idx = call('HGET', fk, 'n:' .. s.key)
     if idx then
       existing = existing + 1
       first_dup = first_dup or s.key
       ids[#ids + 1] = s.key
-      ids[#ids + 1] = redis.call('HGET', fk, 'm' .. idx)
+      ids[#ids + 1] = call('HGET', fk, 'm' .. idx)
     end
   end
-  if existing == #nodes then return { 'ok', 0, ids, L.effects(c) } end
-  local fv = redis.call('HMGET', fk, 'st', 'cr', 'nn')
+  if existing == #nodes then return effects(c, { 'ok', 0, ids }) end
+  local fv = call('HMGET', fk, 'st', 'cr', 'nn')
   if fv[1] ~= 'running' or fv[2] == '1' then
     return { 'conflict', 'flow_not_open', fv[1], fv[2] }
   end
@@ -1206,203 +1516,234 @@ local function add_nodes(keys, a)
   -- External upstreams must exist.
   local ext = {}
   for _, ed in ipairs(edges) do
-    if string.sub(ed.from, 1, 1) == 'k' then
-      local key = string.sub(ed.from, 2)
+    if sub(ed.from, 1, 1) == 'k' then
+      local key = sub(ed.from, 2)
       if ext[key] == nil then
-        local idx = redis.call('HGET', fk, 'n:' .. key)
+        local idx = call('HGET', fk, 'n:' .. key)
         if not idx then return { 'notfound', 'node', key } end
         ext[key] = tonumber(idx)
       end
     end
   end
   local base = tonumber(fv[3])
-  redis.call('HINCRBY', fk, 'tt', #nodes)
-  redis.call('HINCRBY', fk, 'lf', #nodes)
-  redis.call('HSET', fk, 'nn', base + #nodes)
+  call('HINCRBY', fk, 'tt', #nodes)
+  call('HINCRBY', fk, 'lf', #nodes)
+  call('HSET', fk, 'nn', base + #nodes)
   local outs = write_graph(c, f, nodes, edges, base, function(from)
-    if string.sub(from, 1, 1) == 'k' then return ext[string.sub(from, 2)] end
-    return base + tonumber(string.sub(from, 2))
+    if sub(from, 1, 1) == 'k' then return ext[sub(from, 2)] end
+    return base + tonumber(sub(from, 2))
   end)
   -- Edges from existing upstreams that already finished apply now (with applied marks: the
   -- upstream's own completion may still be pending and will skip them).
   for _, idx in pairs(ext) do
-    local uu = redis.call('HGET', fk, 'm' .. idx)
-    local st = redis.call('HGET', L.xk(c, uu), 'st')
+    local uu = call('HGET', fk, 'm' .. idx)
+    local st = call('HGET', xkey(c, uu), 'st')
     if TERMINAL[st] and outs[idx] then
-      L.apply_marked(c, f, st, L.parse_outs(outs[idx]))
+      apply_marked(c, f, st, parse_outs(outs[idx]))
     end
   end
-  L.drain(c)
-  return { 'ok', 1, {}, L.effects(c) }
+  drain(c)
+  return effects(c, { 'ok', 1, {} })
 end
 
--- Cluster: one partition. ARGV: clock, lane, worker, max, ttl, caps, lease_base.
+-- Cluster: one partition. ARGV: clock, lane, worker, max, ttl, caps, lease_base. Reply: 'ok', the
+-- claim block (see claim_for), the effects.
 local function claim(keys, a)
-  local c = L.ctx(keys[1], a[1])
-  local r = L.claim_for(c, a[2], a[3], tonumber(a[4]), tonumber(a[5]), a[6], a[7], L.part(c), 0, 1)
-  local claimed = {}
-  if r[1][1] then claimed = r[1][1][2] end
-  return { 'ok', claimed, r[2], r[3], L.effects(c) }
+  local c = ctx(keys[1], a[1])
+  local R = new_reply('ok')
+  claim_for(c, R, a[2], a[3], a[4] + 0, a[5] + 0, a[6], a[7], part_of(c), 1)
+  return effects(c, R)
 end
 
 local function renew(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local u, lease, epoch, ttl = a[2], a[3], a[4], tonumber(a[5])
-  local e = L.get_lease(c, u)
+  local e = get_lease(c, u)
   if e == nil then return { 'notfound', 'execution', u } end
-  local f = L.fence(c, e, epoch, lease)
-  if f == 'repeat' then return { 'notactive', L.status(e) } end
+  local f = check_fence(c, e, epoch, lease)
+  if f == 'repeat' then return { 'notactive', status_of(e) } end
   if f then return f end
   local le = c.now + ttl
-  redis.call('HSET', L.xk(c, u), 'le', le)
-  redis.call('ZADD', c.p .. 'leases', le, u)
+  call('HSET', xkey(c, u), 'le', le)
+  call('ZADD', c.p .. 'leases', le, u)
   return { 'ok', le }
 end
 
 local function progress(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local u, lease, epoch = a[2], a[3], a[4]
-  local e = L.get_lease(c, u)
+  local e = get_lease(c, u)
   if e == nil then return { 'notfound', 'execution', u } end
-  local f = L.fence(c, e, epoch, lease)
-  if f == 'repeat' then return { 'notactive', L.status(e) } end
+  local f = check_fence(c, e, epoch, lease)
+  if f == 'repeat' then return { 'notactive', status_of(e) } end
   if f then return f end
-  local v = L.blob_field(c, u, ':g', a[5])
-  if e.g == 'b' and v ~= 'b' then redis.call('DEL', L.xk(c, u) .. ':g') end
-  redis.call('HSET', L.xk(c, u), 'g', v)
+  local v = blob_field(c, u, ':g', a[5])
+  if e.g == 'b' and v ~= 'b' then call('DEL', xkey(c, u) .. ':g') end
+  call('HSET', xkey(c, u), 'g', v)
   return { 'ok' }
 end
 
--- ARGV: clock, u, lease, epoch, has_result, result, claim_next (9 values, see L.claim_next).
+-- ARGV: clock, u, lease, epoch, has_result, result, claim_next (9 values, see claim_next).
+-- Reply: 'ok', the claim block when asked for one (see claim_for), the effects.
 local function complete(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local u, lease, epoch = a[2], a[3], a[4]
-  local e = L.get_complete(c, u)
+  local xk = c.p .. 'x:' .. u
+  local v = get_complete(c, xk)
+  if v[1] == 'running' and (v[2] or '0') == epoch and v[3] == lease and v[4] and c.now < v[4] + 0
+      and not (v[5] or v[6]) then
+    -- The common case, straight: an execution without deadlines whose lease is live succeeds
+    -- (what finish does, without its generality).
+    call('ZREM', c.p .. 'leases', u)
+    if a[5] == '1' then
+      call('HSET', xk, 'st', 'succeeded', 'fa', c.now, 'r', blob_field(c, u, ':r', a[6]))
+    else
+      call('HSET', xk, 'st', 'succeeded', 'fa', c.now)
+    end
+    local fl = v[7]
+    if fl then
+      -- A flow member: member_ended and the cascade (with a claim_next without capabilities,
+      -- a member it makes ready in the claimed lane may go to the claim directly: handoff).
+      if call('HINCRBY', c.p .. 'f:' .. fl, 'lf', -1) <= 0 then flow_finish(c, fl) end
+      c.queue = { { u = u, fl = fl, fi = v[8] or nil, st = 'succeeded', fo = v[9] or nil } }
+      if a[7] == '1' and a[12] == '' then c.handoff_lane = a[8] end
+      drain(c)
+    else
+      call('ZADD', c.p .. 'terminal', c.now, 'x:' .. u)
+    end
+    local R = new_reply('ok')
+    claim_next(c, R, a, 7)
+    return effects(c, R)
+  end
+  local e = complete_entry(u, xk, v)
   if e == nil then return { 'notfound', 'execution', u } end
-  local f = L.fence(c, e, epoch, lease)
+  local f = check_fence(c, e, epoch, lease)
   if f == 'repeat' then
-    if e.st ~= 'succeeded' then return { 'notactive', L.status(e) } end
+    if e.st ~= 'succeeded' then return { 'notactive', status_of(e) } end
   elseif f then
     return f
   else
     local extra = nil
-    if a[5] == '1' then extra = { 'r', L.blob_field(c, u, ':r', a[6]) } end
-    L.finish(c, e, 'completed', 'succeeded', false, extra)
-    L.drain(c)
+    if a[5] == '1' then extra = { 'r', blob_field(c, u, ':r', a[6]) } end
+    finish(c, e, 'completed', 'succeeded', false, extra)
+    drain(c)
   end
-  local next = L.claim_next(c, a, 7)
-  return { 'ok', next, L.effects(c) }
+  local R = new_reply('ok')
+  claim_next(c, R, a, 7)
+  return effects(c, R)
 end
 
--- ARGV: clock, u, lease, epoch, message, retryable, random, claim_next (9 values).
+-- ARGV: clock, u, lease, epoch, message, retryable, random, claim_next (9 values). Reply: 'ok',
+-- the retry time (-1: failed), the claim block when asked for one, the effects.
 local function fail(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local u, lease, epoch, msg, retryable, rnd = a[2], a[3], a[4], a[5], a[6] == '1', tonumber(a[7])
-  local e = L.get_fence(c, u)
+  local e = get_fence(c, u)
   if e == nil then return { 'notfound', 'execution', u } end
-  local f = L.fence(c, e, epoch, lease)
+  local f = check_fence(c, e, epoch, lease)
   local disposition
   if f == 'repeat' then
-    if e.ao ~= 'failed' or not e.dp then return { 'notactive', L.status(e) } end
+    if e.ao ~= 'failed' or not e.dp then return { 'notactive', status_of(e) } end
     if e.dp == 'f' then disposition = -1 else disposition = tonumber(e.dp) end
   elseif f then
     return f
   else
-    local r = L.fail_attempt(c, e, 'failed', retryable, msg, rnd, false)
+    local r = fail_attempt(c, e, 'failed', retryable, msg, rnd, false)
     if r then disposition = r else disposition = -1 end
-    L.drain(c)
+    drain(c)
   end
-  local next = L.claim_next(c, a, 8)
-  return { 'ok', disposition, next, L.effects(c) }
+  local R = new_reply('ok', disposition)
+  claim_next(c, R, a, 8)
+  return effects(c, R)
 end
 
 local function cancel(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local u = a[2]
-  local e = L.load(c, u)
+  local e = load_exec(c, u)
   if e == nil then return { 'notfound', 'execution', u } end
-  if TERMINAL[e.st] then return { 'ok', 0, L.status(e), L.effects(c) } end
+  if TERMINAL[e.st] then return effects(c, { 'ok', 0, status_of(e) }) end
   local previous = e.st
-  L.finish(c, e, 'cancelled_by_user', 'cancelled', true, nil)
-  L.drain(c)
-  return { 'ok', 1, previous, L.effects(c) }
+  finish(c, e, 'cancelled_by_user', 'cancelled', true, nil)
+  drain(c)
+  return effects(c, { 'ok', 1, previous })
 end
 
 -- Cancels up to `budget` unfinished members of flow f (by its stored cancel mode) from its
 -- cancel cursor on. Returns cancelled count, whether members remain, and how many.
 local function cancel_members(c, f, budget)
-  local fk = L.fk(c, f)
-  local v = redis.call('HMGET', fk, 'nn', 'cm', 'cc')
+  local fk = fkey(c, f)
+  local v = call('HMGET', fk, 'nn', 'cm', 'cc')
   local nn, mode, i = tonumber(v[1]), v[2], tonumber(v[3] or '0')
   local cancelled = 0
   while i < nn and cancelled < budget do
-    local u = redis.call('HGET', fk, 'm' .. i)
-    local e = L.load(c, u)
+    local u = call('HGET', fk, 'm' .. i)
+    local e = load_exec(c, u)
     if e and not TERMINAL[e.st] and (mode == 'all' or e.st ~= 'running') then
-      L.finish(c, e, 'cancelled_by_flow', 'cancelled', true, nil)
+      finish(c, e, 'cancelled_by_flow', 'cancelled', true, nil)
       cancelled = cancelled + 1
     end
     i = i + 1
   end
-  redis.call('HSET', fk, 'cc', i)
+  call('HSET', fk, 'cc', i)
   return cancelled, i < nn, nn - i
 end
 
 local function flow_done(c, f)
-  local v = redis.call('HMGET', L.fk(c, f), 'lf')
+  local v = call('HMGET', fkey(c, f), 'lf')
   return tonumber(v[1] or '0') <= 0
 end
 
 local function cancel_flow(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local f, mode = a[2], a[3]
-  local fk = L.fk(c, f)
-  local v = redis.call('HMGET', fk, 'st', 'cr', 'cm')
+  local fk = fkey(c, f)
+  local v = call('HMGET', fk, 'st', 'cr', 'cm')
   if not v[1] then return { 'notfound', 'flow', f } end
-  if v[1] ~= 'running' then return { 'ok', 0, 0, v[1], L.effects(c) } end
+  if v[1] ~= 'running' then return effects(c, { 'ok', 0, 0, v[1] }) end
   -- A repeat keeps the first mode unless this one cancels more.
   if v[2] ~= '1' or (mode == 'all' and v[3] ~= 'all') then
-    redis.call('HSET', fk, 'cr', '1', 'cm', mode, 'cc', '0')
+    call('HSET', fk, 'cr', '1', 'cm', mode, 'cc', '0')
   end
   local cancelled, more, left = cancel_members(c, f, CANCEL_CHUNK)
-  L.drain(c)
+  drain(c)
   local deferred = 0
   if more then
-    redis.call('ZADD', c.p .. 'cancels', c.now, f)
+    call('ZADD', c.p .. 'cancels', c.now, f)
     deferred = left
   end
   -- With nothing left unfinished, the flow finishes now (also when no member needed a cancel).
-  if flow_done(c, f) then L.flow_finish(c, f) end
-  return { 'ok', cancelled, deferred, redis.call('HGET', fk, 'st'), L.effects(c) }
+  if flow_done(c, f) then flow_finish(c, f) end
+  return effects(c, { 'ok', cancelled, deferred, call('HGET', fk, 'st') })
 end
 
 local function change_priority(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local u, pr = a[2], a[3]
-  local e = L.get_fence(c, u)
+  local e = get_fence(c, u)
   if e == nil then return { 'notfound', 'execution', u } end
-  if TERMINAL[e.st] then return { 'notactive', L.status(e) } end
+  if TERMINAL[e.st] then return { 'notactive', status_of(e) } end
   local score = nil
   local rk = nil
   if e.st == 'ready' then
-    rk = L.readyk(c, e.ln, e.ci)
-    score = redis.call('ZSCORE', rk, u)
+    rk = readyk(c, e.ln, e.ci)
+    score = call('ZSCORE', rk, u)
   end
-  redis.call('HSET', L.xk(c, u), 'pr', pr)
+  call('HSET', xkey(c, u), 'pr', pr)
   if score then
     -- The FIFO sequence is the score's low part; it stays.
     local seq = tonumber(score) - (MAX_PRIORITY - tonumber(e.pr or 0)) * SEQ_SPAN
-    redis.call('ZADD', rk, L.ready_score(pr, seq), u)
+    call('ZADD', rk, ready_score(pr, seq), u)
   end
   return { 'ok' }
 end
 
 local function pending(keys, a)
   local c = { p = keys[1] }
-  local r = redis.call('ZRANGE', c.p .. 'completions', 0, tonumber(a[1]) - 1, 'WITHSCORES')
+  local r = call('ZRANGE', c.p .. 'completions', 0, tonumber(a[1]) - 1, 'WITHSCORES')
   local out = {}
   for i = 1, #r, 2 do
-    local v = redis.call('HMGET', L.xk(c, r[i]), 'fl', 'st')
+    local v = call('HMGET', xkey(c, r[i]), 'fl', 'st')
     if v[1] then
       out[#out + 1] = { r[i], v[1], v[2], tonumber(r[i + 1]) }
     end
@@ -1411,36 +1752,36 @@ local function pending(keys, a)
 end
 
 local function cascade(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local u = a[2]
-  if not redis.call('ZSCORE', c.p .. 'completions', u) then
-    return { 'ok', 0, 1, L.effects(c) }
+  if not call('ZSCORE', c.p .. 'completions', u) then
+    return effects(c, { 'ok', 0, 1 })
   end
-  local v = redis.call('HMGET', L.xk(c, u), 'fl', 'fi', 'st', 'fo')
+  local v = call('HMGET', xkey(c, u), 'fl', 'fi', 'st', 'fo')
   if not v[1] then
-    redis.call('ZREM', c.p .. 'completions', u)
-    return { 'ok', 0, 1, L.effects(c) }
+    call('ZREM', c.p .. 'completions', u)
+    return effects(c, { 'ok', 0, 1 })
   end
   local f, fi, st = v[1], v[2], v[3]
-  local ek = L.ek(c, f)
-  local outs = L.outs(c, f, fi, v[4])
-  local i = tonumber(redis.call('HGET', ek, 'c' .. fi) or '0') + 1
+  local ek = ekey(c, f)
+  local outs = out_edges(c, f, fi, v[4])
+  local i = tonumber(call('HGET', ek, 'c' .. fi) or '0') + 1
   local chunk = {}
   while i <= #outs and #chunk < CASCADE_CHUNK do
     chunk[#chunk + 1] = outs[i]
     i = i + 1
   end
-  local applied = L.apply_marked(c, f, st, chunk)
+  local applied = apply_marked(c, f, st, chunk)
   local finished = 0
   if i > #outs then
-    redis.call('ZREM', c.p .. 'completions', u)
-    redis.call('HDEL', ek, 'c' .. fi)
+    call('ZREM', c.p .. 'completions', u)
+    call('HDEL', ek, 'c' .. fi)
     finished = 1
   else
-    redis.call('HSET', ek, 'c' .. fi, i - 1)
+    call('HSET', ek, 'c' .. fi, i - 1)
   end
-  L.drain(c)
-  return { 'ok', applied, finished, L.effects(c) }
+  drain(c)
+  return effects(c, { 'ok', applied, finished })
 end
 
 -- ------------------------------------------------------------------ scanners
@@ -1454,7 +1795,7 @@ local function due_items(key, maxscore, as, am, limit, skip)
   local start = '-inf'
   if as then start = as end
   while true do
-    local r = redis.call('ZRANGEBYSCORE', key, start, maxscore, 'WITHSCORES', 'LIMIT', offset, page)
+    local r = call('ZRANGEBYSCORE', key, start, maxscore, 'WITHSCORES', 'LIMIT', offset, page)
     if #r == 0 then return items, false end
     for i = 1, #r, 2 do
       local m, s = r[i], tonumber(r[i + 1])
@@ -1471,12 +1812,12 @@ end
 
 -- Deletes execution u's keys.
 local function delete_execution(c, u)
-  local xk = L.xk(c, u)
-  redis.call('DEL', xk, xk .. ':att', xk .. ':p', xk .. ':r', xk .. ':g')
+  local xk = xkey(c, u)
+  call('DEL', xk, xk .. ':att', xk .. ':p', xk .. ':r', xk .. ':g')
 end
 
 local function scan(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local kind, limit = a[2], tonumber(a[3])
   local as, am = nil, nil
   if a[4] ~= '' then as, am = tonumber(a[4]), a[5] end
@@ -1499,66 +1840,66 @@ local function scan(keys, a)
     local m = it[1]
     last = it
     local r = rnd + n * 0.6180339887498949
-    r = r - math.floor(r)
+    r = r - floor(r)
     if kind == 'cancel_backlog' then
-      local v = redis.call('HMGET', L.fk(c, m), 'st', 'cr')
+      local v = call('HMGET', fkey(c, m), 'st', 'cr')
       if v[1] ~= 'running' or v[2] ~= '1' then
-        redis.call('ZREM', key, m)
+        call('ZREM', key, m)
       else
         local cancelled, left = cancel_members(c, m, budget)
         budget = budget - cancelled
         if not left then
-          redis.call('ZREM', key, m)
-          if flow_done(c, m) then L.flow_finish(c, m) end
+          call('ZREM', key, m)
+          if flow_done(c, m) then flow_finish(c, m) end
         end
       end
       processed = processed + 1
     elseif kind == 'retention' then
-      local what, id = string.sub(m, 1, 1), string.sub(m, 3)
+      local what, id = sub(m, 1, 1), sub(m, 3)
       if what == 'x' then
         delete_execution(c, id)
       else
-        local fk = L.fk(c, id)
-        local nn = tonumber(redis.call('HGET', fk, 'nn') or '0')
+        local fk = fkey(c, id)
+        local nn = tonumber(call('HGET', fk, 'nn') or '0')
         for i = 0, nn - 1 do
-          local u = redis.call('HGET', fk, 'm' .. i)
+          local u = call('HGET', fk, 'm' .. i)
           if u then
             delete_execution(c, u)
-            redis.call('ZREM', c.p .. 'completions', u)
+            call('ZREM', c.p .. 'completions', u)
           end
         end
-        redis.call('DEL', fk, L.ek(c, id))
-        redis.call('ZREM', c.p .. 'cancels', id)
-        redis.call('ZREM', c.p .. 'flows', id)
+        call('DEL', fk, ekey(c, id))
+        call('ZREM', c.p .. 'cancels', id)
+        call('ZREM', c.p .. 'flows', id)
       end
-      redis.call('ZREM', key, m)
+      call('ZREM', key, m)
       processed = processed + 1
     else
-      local e = L.load(c, m)
+      local e = load_exec(c, m)
       if e == nil then
         failures[#failures + 1] = { m, 'the index names an execution that does not exist' }
       elseif kind == 'delayed_promotion' then
-        L.promote(c, m)
+        promote(c, m)
         processed = processed + 1
       elseif kind == 'execution_deadline' then
         if TERMINAL[e.st] then
-          redis.call('ZREM', key, m)
+          call('ZREM', key, m)
         else
-          L.finish(c, e, 'deadline_exceeded', 'expired', true, nil)
+          finish(c, e, 'deadline_exceeded', 'expired', true, nil)
         end
         processed = processed + 1
       else
         -- lease expiry / attempt timeout of a running execution
         if e.st ~= 'running' then
-          redis.call('ZREM', key, m)
+          call('ZREM', key, m)
         elseif kind == 'lease_expiry' and tonumber(e.le) > c.now then
-          redis.call('ZADD', key, e.le, m)
+          call('ZADD', key, e.le, m)
         elseif kind == 'attempt_timeout' and (not e.ad or tonumber(e.ad) > c.now) then
-          if not e.ad then redis.call('ZREM', key, m) else redis.call('ZADD', key, e.ad, m) end
+          if not e.ad then call('ZREM', key, m) else call('ZADD', key, e.ad, m) end
         else
           local outcome = 'lease_expired'
           if kind == 'attempt_timeout' then outcome = 'attempt_timeout' end
-          L.fail_attempt(c, e, outcome, true, nil, r, true)
+          fail_attempt(c, e, outcome, true, nil, r, true)
         end
         processed = processed + 1
       end
@@ -1566,24 +1907,24 @@ local function scan(keys, a)
   end
   -- Every due item ends first, then the cascades run (as in the reference backend: an item's
   -- own outcome is never pre-empted by a cascade from another item of the same call).
-  L.drain(c)
+  drain(c)
   -- The delayed-promotion scanner also repairs the lane indexes: it sets (or reports) the
   -- entry of every lane with work here, and forgets lanes without any.
   if kind == 'delayed_promotion' then
-    for _, lane in ipairs(redis.call('SMEMBERS', c.p .. 'lanes')) do
-      local ls = L.index_exact(c, lane)
-      if ls[1] == 0 and ls[2] < 0 then redis.call('SREM', c.p .. 'lanes', lane) end
+    for _, lane in ipairs(call('SMEMBERS', c.p .. 'lanes')) do
+      local ls = index_exact(c, lane)
+      if ls[1] == 0 and ls[2] < 0 then call('SREM', c.p .. 'lanes', lane) end
     end
   end
   local next = {}
   if more and last then next = { n2s(last[2]), last[1] } end
-  local backlog = redis.call('ZCOUNT', key, '-inf', maxscore)
-  return { 'ok', processed, failures, next, backlog, L.effects(c) }
+  local backlog = call('ZCOUNT', key, '-inf', maxscore)
+  return effects(c, { 'ok', processed, failures, next, backlog })
 end
 
 local function lane_status(keys, a)
   local c = { p = keys[1] }
-  local ls = L.lane_status(c, a[1])
+  local ls = lane_state(c, a[1])
   return { 'ok', ls[1], ls[2] }
 end
 
@@ -1592,51 +1933,51 @@ end
 local function describe(keys, a)
   local c = { p = keys[1] }
   local u = a[1]
-  local xk = L.xk(c, u)
-  local h = redis.call('HGETALL', xk)
+  local xk = xkey(c, u)
+  local h = call('HGETALL', xk)
   if #h == 0 then return { 'notfound', 'execution', u } end
   local e = {}
   for i = 1, #h, 2 do e[h[i]] = h[i + 1] end
-  local blobs = { { 1, L.payload(c, u, e.p) } }
+  local blobs = { { 1, payload_of(c, u, e.P) } }
   for _, b in ipairs({ { 'r', ':r' }, { 'g', ':g' } }) do
-    local v = L.get_blob(c, u, e[b[1]], b[2])
+    local v = get_blob(c, u, e[b[1]], b[2])
     if v == nil then blobs[#blobs + 1] = { 0, '' } else blobs[#blobs + 1] = { 1, v } end
   end
-  return { 'ok', h, blobs, redis.call('LRANGE', xk .. ':att', 0, -1) }
+  return { 'ok', h, blobs, call('LRANGE', xk .. ':att', 0, -1) }
 end
 
 local function describe_flow(keys, a)
   local c = { p = keys[1] }
   local f = a[1]
-  local fk = L.fk(c, f)
-  local fv = redis.call('HMGET', fk, 'st', 'cr', 'tt', 'lf', 'fg', 'ca', 'fa', 'nn', 'ne')
+  local fk = fkey(c, f)
+  local fv = call('HMGET', fk, 'st', 'cr', 'tt', 'lf', 'fg', 'ca', 'fa', 'nn', 'ne')
   if not fv[1] then return { 'notfound', 'flow', f } end
   -- Terminal members: total minus those left.
   fv[4] = tostring(tonumber(fv[3]) - tonumber(fv[4] or '0'))
   local members = {}
   local uuids, states = {}, {}
   for i = 0, tonumber(fv[8]) - 1 do
-    local u = redis.call('HGET', fk, 'm' .. i)
-    local v = redis.call('HMGET', L.xk(c, u), 'nk', 'st', 'er', 'gp', 'gk', 'gs', 'gi', 'gn', 'gu', 'gv')
+    local u = call('HGET', fk, 'm' .. i)
+    local v = call('HMGET', xkey(c, u), 'nk', 'st', 'er', 'gp', 'gk', 'gs', 'gi', 'gn', 'gu', 'gv')
     uuids[i], states[i] = u, v[2]
     if v[4] and not v[8] then v[8] = '0' end
     if v[4] and not v[9] then v[9] = '0' end
     members[#members + 1] = { u, v[1], v[2], v[3] or IMPLIED_ER[v[2]] or '', v[4] or '', v[5] or '', v[6] or '', v[7] or '',
                               v[8] or '', v[9] or '', v[10] or '' }
   end
-  local ek = L.ek(c, f)
+  local ek = ekey(c, f)
   local edges = {}
   local settled = {}
   for k = 0, tonumber(fv[9] or '0') - 1 do
-    local v = redis.call('HMGET', ek, 'e' .. k, 'a' .. k)
+    local v = call('HMGET', ek, 'e' .. k, 'a' .. k)
     local applied = v[2] or '0'
     if applied ~= '1' then
       -- No mark: applied inline when its upstream is terminal and its completion is not
       -- pending (a pending completion marks each edge it applies).
-      local from = tonumber(string.match(v[1], '^(%d+)|'))
+      local from = tonumber(match(v[1], '^(%d+)|'))
       if settled[from] == nil then
         settled[from] = TERMINAL[states[from]] ~= nil
-          and not redis.call('ZSCORE', c.p .. 'completions', uuids[from])
+          and not call('ZSCORE', c.p .. 'completions', uuids[from])
       end
       if settled[from] then applied = '1' end
     end
@@ -1658,10 +1999,10 @@ local function list(keys, a)
   local sources = {}
   if state == 'ready' then
     local lanes
-    if lane ~= '' then lanes = { lane } else lanes = redis.call('SMEMBERS', c.p .. 'lanes') end
+    if lane ~= '' then lanes = { lane } else lanes = call('SMEMBERS', c.p .. 'lanes') end
     for _, ln in ipairs(lanes) do
       sources[#sources + 1] = { 'ready:' .. ln, 'z' }
-      for _, cid in ipairs(redis.call('HKEYS', c.p .. 'caps:' .. ln)) do
+      for _, cid in ipairs(call('HKEYS', c.p .. 'caps:' .. ln)) do
         sources[#sources + 1] = { 'ready:' .. ln .. '#' .. cid, 'z' }
       end
     end
@@ -1674,7 +2015,7 @@ local function list(keys, a)
   else
     sources = { { 'flows', 'f' }, { 'terminal', 't' } }
   end
-  table.sort(sources, function(x, y) return x[1] < y[1] end)
+  tsort(sources, function(x, y) return x[1] < y[1] end)
   local cs, cscore, cmember, csub = nil, nil, nil, -1
   if after ~= '' then
     local p = split(after, '|')
@@ -1690,7 +2031,7 @@ local function list(keys, a)
   -- and u matches (another page follows), 'stop' when the scan bound is reached.
   local function visit(u, name, score, member, sub)
     scanned = scanned + 1
-    local v = redis.call('HMGET', L.xk(c, u), 'st', 'ln', 'pr', 'fl', 'ca')
+    local v = call('HMGET', xkey(c, u), 'st', 'ln', 'pr', 'fl', 'ca')
     if v[1] == state and (lane == '' or v[2] == lane) then
       if #out >= limit then return 'full' end
       out[#out + 1] = { u, v[1], v[2], tonumber(v[3] or '0'), v[4] or '', tonumber(v[5]) }
@@ -1707,7 +2048,7 @@ local function list(keys, a)
       if resume then start = cscore end
       local offset = 0
       while true do
-        local r = redis.call('ZRANGEBYSCORE', c.p .. name, start, '+inf', 'WITHSCORES', 'LIMIT', offset, 200)
+        local r = call('ZRANGEBYSCORE', c.p .. name, start, '+inf', 'WITHSCORES', 'LIMIT', offset, 200)
         if #r == 0 then break end
         for i = 1, #r, 2 do
           local m, score = r[i], tonumber(r[i + 1])
@@ -1724,16 +2065,16 @@ local function list(keys, a)
                 if res == 'stop' then return { 'ok', out, cursor } end
               end
             elseif kind == 't' then
-              if from < 0 and string.sub(m, 1, 2) == 'x:' then
-                local res = visit(string.sub(m, 3), name, score, m, 0)
+              if from < 0 and sub(m, 1, 2) == 'x:' then
+                local res = visit(sub(m, 3), name, score, m, 0)
                 if res then return { 'ok', out, cursor } end
               end
             else
-              local fk = L.fk(c, m)
-              local fv = redis.call('HMGET', fk, 'st', 'nn')
+              local fk = fkey(c, m)
+              local fv = call('HMGET', fk, 'st', 'nn')
               if fv[1] and not (state == 'blocked' and fv[1] ~= 'running') then
                 for j = from + 1, tonumber(fv[2] or '0') - 1 do
-                  local u = redis.call('HGET', fk, 'm' .. j)
+                  local u = call('HGET', fk, 'm' .. j)
                   if u then
                     local res = visit(u, name, score, m, j)
                     if res then return { 'ok', out, cursor } end
@@ -1756,60 +2097,65 @@ end
 -- Standalone only (it touches several partitions): claims up to `max` from the worker's
 -- preferred partition, then from those the lane index lists as due, in one call.
 -- KEYS[1] = the lane index; ARGV: clock|root, lane, worker, max, ttl, caps, lease_base,
--- preferred partition or '', random in [0, 1), most partitions to visit.
+-- preferred partition or '', most partitions to visit. Reply: 'ok', the claim block (see
+-- claim_for).
 local function claim_any(keys, a)
-  local c = L.ctx('', a[1])
+  local c = ctx('', a[1])
   if not c.li then return { 'validation', 'clock', 'claim_any needs the key root' } end
   c.part = ''
-  local r = L.claim_for(c, a[2], a[3], tonumber(a[4]), tonumber(a[5]), a[6], a[7], a[8], tonumber(a[9]),
-    tonumber(a[10]))
-  return { 'ok', r[1], r[4] }
+  local R = new_reply('ok')
+  claim_for(c, R, a[2], a[3], a[4] + 0, a[5] + 0, a[6], a[7], a[8], a[9] + 0)
+  return R
 end
 
+-- Cluster: up to ARGV[2] partitions lane index KEYS[1] lists as due, in random order (see
+-- sample_due).
 local function lane_due(keys, a)
-  local c = L.ctx('', a[1])
-  return { 'ok', redis.call('ZRANGEBYSCORE', keys[1], '-inf', c.now, 'LIMIT', 0, tonumber(a[2])) }
+  local c = ctx('', a[1])
+  local order = { 'ok' }
+  sample_due(keys[1], c.now, a[2] + 0, {}, 0, order)
+  return order
 end
 
 -- ------------------------------------------------------------------ coordination ({coord} tag)
 
 local function owner_of(v)
   if not v then return nil, nil end
-  local who, exp = string.match(v, '^(.*)|(%d+)$')
+  local who, exp = match(v, '^(.*)|(%d+)$')
   return who, tonumber(exp)
 end
 
 local function heartbeat(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local inst, ttl = a[2], tonumber(a[3])
   local ik = c.p .. 'instances'
-  redis.call('ZREMRANGEBYSCORE', ik, '-inf', c.now)
-  redis.call('ZADD', ik, c.now + ttl, inst)
-  return { 'ok', redis.call('ZRANGE', ik, 0, -1, 'WITHSCORES') }
+  call('ZREMRANGEBYSCORE', ik, '-inf', c.now)
+  call('ZADD', ik, c.now + ttl, inst)
+  return { 'ok', call('ZRANGE', ik, 0, -1, 'WITHSCORES') }
 end
 
 local function remove_instance(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local inst = a[2]
-  redis.call('ZREM', c.p .. 'instances', inst)
+  call('ZREM', c.p .. 'instances', inst)
   local ok = c.p .. 'owners'
-  local h = redis.call('HGETALL', ok)
+  local h = call('HGETALL', ok)
   for i = 1, #h, 2 do
     local who = owner_of(h[i + 1])
-    if who == inst then redis.call('HDEL', ok, h[i]) end
+    if who == inst then call('HDEL', ok, h[i]) end
   end
   return { 'ok' }
 end
 
 local function acquire(keys, a)
-  local c = L.ctx(keys[1], a[1])
+  local c = ctx(keys[1], a[1])
   local inst, ttl = a[2], tonumber(a[3])
   local ok = c.p .. 'owners'
   local out = {}
   for i = 4, #a do
-    local who, exp = owner_of(redis.call('HGET', ok, a[i]))
+    local who, exp = owner_of(call('HGET', ok, a[i]))
     if who == nil or exp <= c.now or who == inst then
-      redis.call('HSET', ok, a[i], inst .. '|' .. n2s(c.now + ttl))
+      call('HSET', ok, a[i], inst .. '|' .. n2s(c.now + ttl))
       out[#out + 1] = { a[i], 1, '', c.now + ttl }
     else
       out[#out + 1] = { a[i], 0, who, exp }
@@ -1822,15 +2168,15 @@ local function release(keys, a)
   local ok = keys[1] .. 'owners'
   local inst = a[1]
   for i = 2, #a do
-    local who = owner_of(redis.call('HGET', ok, a[i]))
-    if who == inst then redis.call('HDEL', ok, a[i]) end
+    local who = owner_of(call('HGET', ok, a[i]))
+    if who == inst then call('HDEL', ok, a[i]) end
   end
   return { 'ok' }
 end
 
 local function owners(keys, a)
-  local c = L.ctx(keys[1], a[1])
-  local h = redis.call('HGETALL', c.p .. 'owners')
+  local c = ctx(keys[1], a[1])
+  local h = call('HGETALL', c.p .. 'owners')
   local out = {}
   for i = 1, #h, 2 do
     local who, exp = owner_of(h[i + 1])
@@ -1846,36 +2192,50 @@ local DUE_INDEXES = { 'leases', 'delayed', 'timeouts', 'deadlines', 'cancels', '
 local function due(keys, a)
   local out = {}
   for i, name in ipairs(DUE_INDEXES) do
-    local head = redis.call('ZRANGE', keys[1] .. name, 0, 0, 'WITHSCORES')
+    local head = call('ZRANGE', keys[1] .. name, 0, 0, 'WITHSCORES')
     if head[2] then out[i] = tonumber(head[2]) else out[i] = -1 end
   end
   return out
 end
 
-redis.register_function{ function_name = 'ff_version', callback = version, flags = RO }
-redis.register_function('ff_create', create)
-redis.register_function('ff_create_flow', create_flow)
-redis.register_function('ff_add_nodes', add_nodes)
-redis.register_function('ff_claim', claim)
-redis.register_function('ff_renew', renew)
-redis.register_function('ff_progress', progress)
-redis.register_function('ff_complete', complete)
-redis.register_function('ff_fail', fail)
-redis.register_function('ff_cancel', cancel)
-redis.register_function('ff_cancel_flow', cancel_flow)
-redis.register_function('ff_priority', change_priority)
-redis.register_function{ function_name = 'ff_pending', callback = pending, flags = RO }
-redis.register_function('ff_cascade', cascade)
-redis.register_function('ff_scan', scan)
-redis.register_function{ function_name = 'ff_lane_status', callback = lane_status, flags = RO }
-redis.register_function{ function_name = 'ff_describe', callback = describe, flags = RO }
-redis.register_function{ function_name = 'ff_describe_flow', callback = describe_flow, flags = RO }
-redis.register_function{ function_name = 'ff_list', callback = list, flags = RO }
-redis.register_function{ function_name = 'ff_lane_due', callback = lane_due, flags = RO }
-redis.register_function{ function_name = 'ff_due', callback = due, flags = RO }
-redis.register_function('ff_claim_any', claim_any)
-redis.register_function('ff_heartbeat', heartbeat)
-redis.register_function('ff_remove_instance', remove_instance)
-redis.register_function('ff_acquire', acquire)
-redis.register_function('ff_release', release)
-redis.register_function{ function_name = 'ff_owners', callback = owners, flags = RO }
+-- Registers `fn` as function `name`: it binds `call` first.
+local function register(name, fn, flags)
+  local function bound(keys, args)
+    if not sub then bind() end
+    call = redis.call
+    return fn(keys, args)
+  end
+  if flags then
+    redis.register_function{ function_name = name, callback = bound, flags = flags }
+  else
+    redis.register_function(name, bound)
+  end
+end
+
+register('ff_version', version, RO)
+register('ff_create', create)
+register('ff_create_flow', create_flow)
+register('ff_add_nodes', add_nodes)
+register('ff_claim', claim)
+register('ff_renew', renew)
+register('ff_progress', progress)
+register('ff_complete', complete)
+register('ff_fail', fail)
+register('ff_cancel', cancel)
+register('ff_cancel_flow', cancel_flow)
+register('ff_priority', change_priority)
+register('ff_pending', pending, RO)
+register('ff_cascade', cascade)
+register('ff_scan', scan)
+register('ff_lane_status', lane_status, RO)
+register('ff_describe', describe, RO)
+register('ff_describe_flow', describe_flow, RO)
+register('ff_list', list, RO)
+register('ff_lane_due', lane_due, RO)
+register('ff_due', due, RO)
+register('ff_claim_any', claim_any)
+register('ff_heartbeat', heartbeat)
+register('ff_remove_instance', remove_instance)
+register('ff_acquire', acquire)
+register('ff_release', release)
+register('ff_owners', owners, RO)
