@@ -528,6 +528,59 @@ impl Report {
             .collect();
     }
 
+    /// For a missed throughput bar, what its costs say limits it: CPU per unit of work on the
+    /// server and in the bench process, next to what it is compared with. On a machine whose
+    /// cores the servers and the bench share, a drain's rate is bounded by the sum of the two,
+    /// so the ratio of the sums predicts the ratio of the rates; the line gives both.
+    fn limit_of(&self, bar: &BarOutcome) -> Option<String> {
+        let median = |subject: &str, metric: &str| self.figure(subject, metric).map(|s| s.median);
+        let backend = bar.backend;
+        // (the compared subject and its metric prefix, the baseline's, what a unit is called)
+        let (ours, base, base_name, unit) = match bar.metric {
+            "flat.vs_ceiling" => {
+                let ceiling = if backend == "valkey" {
+                    VALKEY_BARE
+                } else {
+                    POSTGRES_BARE
+                };
+                (
+                    (backend, "flat", "flat.calls_per_exec"),
+                    (ceiling, "ceiling"),
+                    format!("the bare queue (`{ceiling}`)"),
+                    "execution",
+                )
+            }
+            "chain.dag_efficiency" => (
+                (backend, "chain", "chain.calls_per_node"),
+                (backend, "flat"),
+                "a flat execution".to_string(),
+                "chain node",
+            ),
+            _ => return None,
+        };
+        let (subject, prefix, calls) = ours;
+        let server = median(subject, &format!("{prefix}.server_cpu_us"))?;
+        let client = median(subject, &format!("{prefix}.client_cpu_us"))?;
+        let base_server = median(base.0, &format!("{}.server_cpu_us", base.1))?;
+        let base_client = median(base.0, &format!("{}.client_cpu_us", base.1))?;
+        let measured = bar.measured.as_ref()?.median;
+        let calls = median(subject, calls).map_or_else(String::new, |c| {
+            format!("{} backend calls per {unit}; ", number(c))
+        });
+        Some(format!(
+            "{calls}CPU per {unit}: server {} µs, bench process {} µs, against {} µs and {} µs \
+             for {base_name} — the server does {}× the work. Bounded by CPU, the ratio of the \
+             sums predicts {} %; measured {} %.",
+            number(server),
+            number(client),
+            number(base_server),
+            number(base_client),
+            number(server / base_server.max(f64::EPSILON)),
+            number(100.0 * (base_server + base_client) / (server + client).max(f64::EPSILON)),
+            number(100.0 * measured),
+        ))
+    }
+
     /// The subjects in display order: backends, then ceilings.
     fn subjects(&self) -> Vec<&str> {
         let order = [
@@ -607,8 +660,8 @@ impl Report {
             "\nSizes (memory / valkey / postgres): flat {} executions; chain {} flows × 10 \
              nodes in flight, {} rounds; fan-out {} flows × 102 nodes; probe {} samples; \
              footprint {} executions; idle engine {} s. Concurrency: {} producers, {} workers; a \
-             worker claims up to {} when empty-handed and {} with each `complete` \
-             (`claim_next`).\n",
+             worker claims up to {} when empty-handed, and the `complete` that empties its hands \
+             leases up to {} more (`claim_next`; {} in the flow workloads).\n",
             triple(&s.sizes.flat),
             s.sizes.chain_flows,
             triple(&s.sizes.chain_rounds),
@@ -619,7 +672,8 @@ impl Report {
             s.shape.producers,
             s.shape.workers,
             s.shape.claim_batch,
-            s.shape.claim_next
+            s.shape.claim_next,
+            s.shape.flow_claim_next
         );
 
         if !self.bars.is_empty() {
@@ -642,6 +696,26 @@ impl Report {
                 let _ = writeln!(out, "| {} | {} | {measured} | {held} |", b.backend, b.bar);
             }
             out.push('\n');
+            let limits: Vec<String> = self
+                .bars
+                .iter()
+                .filter(|b| b.held == Some(false))
+                .filter_map(|b| {
+                    Some(format!(
+                        "- **{} {}**: {}",
+                        b.backend,
+                        b.bar,
+                        self.limit_of(b)?
+                    ))
+                })
+                .collect();
+            if !limits.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "What limits the missed throughput bars, from the costs below:\n\n{}\n",
+                    limits.join("\n")
+                );
+            }
         }
 
         let subjects = self.subjects();
@@ -827,6 +901,63 @@ mod tests {
         let md = report.markdown();
         assert!(
             md.contains("| valkey | cascade latency p50 < 1 ms | 1.50 ms | **no** |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_missed_throughput_bar_names_its_costs() {
+        let mut report = Report {
+            started_at: 0,
+            duration_s: 1.0,
+            machine: Machine::default(),
+            settings: Settings {
+                quick: true,
+                runs: 1,
+                backends: vec!["postgres"],
+                workloads: vec![],
+                sizes: Sizes::QUICK,
+                shape: Shape::default(),
+            },
+            figures: BTreeMap::new(),
+            bars: vec![],
+            notes: BTreeMap::new(),
+            failures: vec![],
+        };
+        let figures = |pairs: &[(&str, f64)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), summary(&[*v])))
+                .collect::<BTreeMap<_, _>>()
+        };
+        report.figures.insert(
+            "postgres".into(),
+            figures(&[
+                ("flat.vs_ceiling", 0.5),
+                ("flat.calls_per_exec", 1.0),
+                ("flat.server_cpu_us", 150.0),
+                ("flat.client_cpu_us", 50.0),
+            ]),
+        );
+        report.figures.insert(
+            POSTGRES_BARE.into(),
+            figures(&[
+                ("ceiling.server_cpu_us", 75.0),
+                ("ceiling.client_cpu_us", 25.0),
+            ]),
+        );
+        report.evaluate_bars(&[BackendKind::Postgres]);
+        let md = report.markdown();
+        assert!(
+            md.contains("What limits the missed throughput bars"),
+            "{md}"
+        );
+        assert!(
+            md.contains("server 150 µs, bench process 50.0 µs, against 75.0 µs and 25.0 µs"),
+            "{md}"
+        );
+        assert!(
+            md.contains("the ratio of the sums predicts 50.0 %; measured 50.0 %"),
             "{md}"
         );
     }

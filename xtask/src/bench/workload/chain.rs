@@ -76,7 +76,7 @@ pub async fn run(
             &DrainSpec {
                 workers: shape.workers,
                 claim_batch: shape.claim_batch,
-                claim_next: shape.claim_next,
+                claim_next: shape.flow_claim_next,
                 lane: lane.clone(),
                 expected: nodes_per_round,
             },

@@ -2,10 +2,12 @@
 //!
 //! `workers` tasks share one backend. A worker whose hands are empty claims a batch of up to
 //! `claim_batch`; it completes what it holds one execution at a time, and the completion that
-//! empties its hands also leases its next execution (up to `claim_next`) in the same call
+//! empties its hands also leases its next executions (up to `claim_next`) in the same call
 //! (`CompleteRequest::with_claim_next`), so a busy worker pays one backend call per
-//! execution and holds one execution at a time — holding more would hoard ready work other
-//! workers could run (it matters when little is ready, as in a chain). A claim that finds nothing is retried after [`IDLE_POLL`]. The pool stops when
+//! execution. The workloads pick `claim_next` (see [`super::Shape`]): a batch for independent
+//! work, as the bare queues pop theirs; one for flows, where holding more would hoard scarce
+//! ready work other workers could run. A claim that finds nothing is retried after
+//! [`IDLE_POLL`]. The pool stops when
 //! `expected` executions have been completed, and fails if no execution completes for
 //! [`STALL_TIMEOUT`] (a lost cascade must show up as an error, not as a hang).
 //!

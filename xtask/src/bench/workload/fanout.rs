@@ -76,7 +76,7 @@ pub async fn run(target: &Target, shape: Shape, flows: u64) -> anyhow::Result<Fi
         &DrainSpec {
             workers: shape.workers,
             claim_batch: shape.claim_batch,
-            claim_next: shape.claim_next,
+            claim_next: shape.flow_claim_next,
             lane,
             expected: nodes,
         },

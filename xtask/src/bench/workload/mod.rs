@@ -65,8 +65,14 @@ pub struct Shape {
     pub producers: usize,
     /// Most executions a claim by an empty-handed worker leases.
     pub claim_batch: u32,
-    /// Most executions a `complete` leases with `claim_next` (the worker's next one).
+    /// Most executions the `complete` that empties a worker's hands leases with `claim_next`
+    /// when the work is independent (flat, footprint): the batch size, as the bare queues pop
+    /// their next batch with the last ack, so the flat ÷ ceiling ratio compares like with like.
     pub claim_next: u32,
+    /// The same for flow workloads (chain, fan-out): one. Ready work is scarce there (100
+    /// chains in flight have at most 100 ready nodes), and a worker holding a batch would keep
+    /// nodes from idle workers while it runs its hand one at a time.
+    pub flow_claim_next: u32,
 }
 
 impl Default for Shape {
@@ -75,7 +81,8 @@ impl Default for Shape {
             workers: 16,
             producers: 16,
             claim_batch: 8,
-            claim_next: 1,
+            claim_next: 8,
+            flow_claim_next: 1,
         }
     }
 }
