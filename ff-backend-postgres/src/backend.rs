@@ -289,23 +289,11 @@ impl PostgresBackend {
     }
 }
 
-/// `create_execution`: one INSERT, `ready` or `delayed`.
-const CREATE_EXECUTION: &str = "WITH now AS (SELECT ff_now($1) AS t)
-     INSERT INTO ff_execution (id, part, state, lane, priority, caps, payload, max_attempts,
-         retry, delay_ms, attempt_timeout_ms, deadline_at, created_at, ready_seq, available_at)
-     SELECT $2, $3, CASE WHEN $10::bigint > 0 THEN 'delayed' ELSE 'ready' END,
-         $4, $5, $6, $7, $8, $9, $10, $11, now.t + $12, now.t,
-         CASE WHEN $10::bigint > 0 THEN NULL ELSE nextval('ff_ready_seq') END,
-         CASE WHEN $10::bigint > 0 THEN now.t + $10 END
-     FROM now
-     ON CONFLICT (id) DO NOTHING
-     RETURNING id";
-
-/// `create_execution` with hints on: the same INSERT, then the WorkReady hint of a ready
-/// execution (`ff_work_hint`: only when its lane had no ready work).
-const CREATE_EXECUTION_HINTED: &str = "WITH now AS (SELECT ff_now($1) AS t),
-     created AS (
-         INSERT INTO ff_execution (id, part, state, lane, priority, caps, payload, max_attempts,
+/// The INSERT of `create_execution` (`ready` or `delayed`), after a `now` CTE: a macro so
+/// that both statements below are built from one text at compile time.
+macro_rules! insert_execution {
+    () => {
+        "INSERT INTO ff_execution (id, part, state, lane, priority, caps, payload, max_attempts,
              retry, delay_ms, attempt_timeout_ms, deadline_at, created_at, ready_seq,
              available_at)
          SELECT $2, $3, CASE WHEN $10::bigint > 0 THEN 'delayed' ELSE 'ready' END,
@@ -313,10 +301,25 @@ const CREATE_EXECUTION_HINTED: &str = "WITH now AS (SELECT ff_now($1) AS t),
              CASE WHEN $10::bigint > 0 THEN NULL ELSE nextval('ff_ready_seq') END,
              CASE WHEN $10::bigint > 0 THEN now.t + $10 END
          FROM now
-         ON CONFLICT (id) DO NOTHING
-         RETURNING id, part, lane, state
-     )
-     SELECT id, state = 'ready' AND ff_work_hint(part, lane, ARRAY[id]) FROM created";
+         ON CONFLICT (id) DO NOTHING"
+    };
+}
+
+/// `create_execution`: the INSERT alone.
+const CREATE_EXECUTION: &str = concat!(
+    "WITH now AS (SELECT ff_now($1) AS t) ",
+    insert_execution!(),
+    " RETURNING id"
+);
+
+/// `create_execution` with hints on: the same INSERT, then the WorkReady hint of a ready
+/// execution (`ff_work_hint`: only when its lane had no ready work).
+const CREATE_EXECUTION_HINTED: &str = concat!(
+    "WITH now AS (SELECT ff_now($1) AS t), created AS (",
+    insert_execution!(),
+    " RETURNING id, part, lane, state)
+     SELECT id, state = 'ready' AND ff_work_hint(part, lane, ARRAY[id]) FROM created"
+);
 
 /// A fresh standalone execution id: a time-ordered UUID (v7) on the partition of its own
 /// UUID, as `ExecutionId::new_standalone` does with a random one. Time-ordered keys append to

@@ -18,11 +18,14 @@
 //!   Each deployment (or conformance case) lives in its own schema: every pooled connection
 //!   starts with `search_path` set to it, so statements and server-side functions are written
 //!   unqualified and prepared once per connection.
-//! - **Tables**: `ff_execution` (one row per execution: one `state` column with a CHECK, the
-//!   partition number, the current attempt, the dependency group of flow members and the
-//!   finished attempts as a JSON history), `ff_flow` (exact counters), `ff_edge` (with the
-//!   `applied` mark), `ff_completion` (the outbox), `ff_cancel_backlog`, `ff_instance`,
-//!   `ff_partition_owner`, `ff_meta`. Partial indexes serve the claim path (ready, by lane,
+//! - **Tables**: `ff_execution` (one row per execution: one `state` column whose domain
+//!   checks its value, the partition number, the current attempt, the dependency group of
+//!   flow members and the finished attempts as a JSON history), `ff_flow` (exact counters),
+//!   the flow membership (node key → execution, written once per member), `ff_edge` (with
+//!   the `applied` mark of chunked cascades), `ff_completion` (the outbox),
+//!   `ff_cancel_backlog`, `ff_instance`, `ff_partition_owner`, `ff_meta`. Migration 3 says
+//!   why the value checks are domains rather than table CHECKs (a table's CHECKs are rebuilt
+//!   for every write statement; a domain's are cached). Partial indexes serve the claim path (ready, by lane,
 //!   priority, FIFO sequence) and each deadline (lease expiry, delayed, attempt timeout,
 //!   execution deadline, retention).
 //! - **One round trip per call**: worker and control calls are single statements, most of
@@ -38,8 +41,12 @@
 //!   `clock_timestamp()` inside the transaction that takes effect.
 //! - **Cascade**: every terminal transition of a flow member counts it in its flow and, in the
 //!   same transaction, either applies its outgoing edges inline (out-degree ≤
-//!   `inline_cascade_limit`, breadth first) or writes its completion to the outbox, which
-//!   `cascade_completion` drains in chunks with per-edge `applied` marks.
+//!   `inline_cascade_limit`, breadth first; a downstream this makes ready in the worker's
+//!   lane is leased first by the same call's `claim_next`) or writes its completion to the
+//!   outbox, which `cascade_completion` drains in chunks with per-edge `applied` marks.
+//! - **Wake-up hints** (`LISTEN/NOTIFY`, on by default): WorkReady only when a lane goes from
+//!   no ready work to some, FlowFinished of `complete` sent after the commit — a `NOTIFY`
+//!   serializes commits server-wide, so the busy paths send none (see `PostgresConfig::hints`).
 //! - **Contention**: serialization failures and deadlocks are retried with jittered backoff,
 //!   then reported as `EngineError::Contention`; lost connections are retried on a fresh
 //!   pooled connection, then reported as a retryable `Transport` error.

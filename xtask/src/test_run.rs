@@ -20,7 +20,7 @@ use crate::interrupt::{self, Interrupted};
 use crate::paths;
 use crate::process;
 use crate::services::{
-    self, ALL_ENV_VARS, Durability, ENV_REQUIRE_SERVERS, Selection, Services, State,
+    self, ALL_ENV_VARS, Durability, ENV_REQUIRE_SERVERS, Selection, State, remove_dir,
 };
 
 /// Arguments of `cargo xtask test` (and of the test step of `cargo xtask ci`).
@@ -66,7 +66,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
 
     let outcome = run_to_end(cmd);
     eprintln!("xtask: stopping the test servers");
-    let stopped = stop_and_remove(services);
+    let stopped = services.stop_and_remove();
     match (outcome, stopped) {
         (Ok(code), Ok(())) => Ok(code),
         (Ok(_), Err(err)) => Err(err.context("the tests ran, but stopping their servers failed")),
@@ -132,26 +132,6 @@ pub fn run_to_end(mut cmd: Command) -> anyhow::Result<ExitCode> {
             return Err(Interrupted.into());
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Stops the servers, then removes their directories (the run directory and any directory
-/// a server had to keep elsewhere, e.g. PostgreSQL's fallback under /tmp).
-fn stop_and_remove(services: Services) -> anyhow::Result<()> {
-    let root = services.root().to_path_buf();
-    let outside = services.dirs_outside_root();
-    services.stop()?;
-    for dir in std::iter::once(&root).chain(&outside) {
-        remove_dir(dir)?;
-    }
-    Ok(())
-}
-
-fn remove_dir(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("removing {}", dir.display())),
     }
 }
 

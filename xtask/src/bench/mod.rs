@@ -50,7 +50,7 @@ use crate::interrupt::{self, Interrupted};
 use crate::paths;
 use crate::process;
 use crate::services::{
-    self, Durability, ENV_POSTGRES_URL, ENV_VALKEY_URL, Selection, Services, State,
+    self, Durability, ENV_POSTGRES_URL, ENV_VALKEY_URL, Selection, State, remove_dir,
 };
 use crate::test_run::run_to_end;
 
@@ -248,7 +248,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let stopped = match services {
         Some(services) => {
             eprintln!("xtask: stopping the benchmark's servers");
-            stop_and_remove(services)
+            services.stop_and_remove()
         }
         None => Ok(()),
     };
@@ -317,25 +317,6 @@ fn stop_leftovers(root: &Path) -> anyhow::Result<()> {
         }
     }
     remove_dir(root)
-}
-
-/// Stops the servers and removes their data: benchmark data is not worth keeping.
-fn stop_and_remove(services: Services) -> anyhow::Result<()> {
-    let root = services.root().to_path_buf();
-    let outside = services.dirs_outside_root();
-    services.stop()?;
-    for dir in std::iter::once(&root).chain(&outside) {
-        remove_dir(dir)?;
-    }
-    Ok(())
-}
-
-fn remove_dir(dir: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("removing {}", dir.display())),
-    }
 }
 
 /// Runs every measurement and writes the report; the exit code is non-zero when a

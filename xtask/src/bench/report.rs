@@ -861,16 +861,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bars_compare_the_median() {
-        let mut report = Report {
+    /// A report of `backend` with no figures yet.
+    fn empty_report(backend: &'static str) -> Report {
+        Report {
             started_at: 0,
             duration_s: 1.0,
             machine: Machine::default(),
             settings: Settings {
                 quick: true,
                 runs: 3,
-                backends: vec!["valkey"],
+                backends: vec![backend],
                 workloads: vec![],
                 sizes: Sizes::QUICK,
                 shape: Shape::default(),
@@ -879,7 +879,12 @@ mod tests {
             bars: vec![],
             notes: BTreeMap::new(),
             failures: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn bars_compare_the_median() {
+        let mut report = empty_report("valkey");
         report.figures.insert(
             "valkey".into(),
             [
@@ -907,23 +912,7 @@ mod tests {
 
     #[test]
     fn a_missed_throughput_bar_names_its_costs() {
-        let mut report = Report {
-            started_at: 0,
-            duration_s: 1.0,
-            machine: Machine::default(),
-            settings: Settings {
-                quick: true,
-                runs: 1,
-                backends: vec!["postgres"],
-                workloads: vec![],
-                sizes: Sizes::QUICK,
-                shape: Shape::default(),
-            },
-            figures: BTreeMap::new(),
-            bars: vec![],
-            notes: BTreeMap::new(),
-            failures: vec![],
-        };
+        let mut report = empty_report("postgres");
         let figures = |pairs: &[(&str, f64)]| {
             pairs
                 .iter()

@@ -178,6 +178,19 @@ impl Services {
         State::remove(&self.root)
     }
 
+    /// Stops every server, then removes their data: the root directory and any directory a
+    /// server had to keep elsewhere (PostgreSQL's fallback under the system temporary
+    /// directory). For throwaway servers (tests, benchmarks).
+    pub fn stop_and_remove(self) -> anyhow::Result<()> {
+        let root = self.root.clone();
+        let outside = self.dirs_outside_root();
+        self.stop()?;
+        for dir in std::iter::once(&root).chain(&outside) {
+            remove_dir(dir)?;
+        }
+        Ok(())
+    }
+
     /// Leaves every server running and returns the state that records them, already written
     /// to `state.json` with no owner (so nothing treats them as leftovers of a dead run).
     pub fn detach(mut self) -> anyhow::Result<State> {
@@ -293,5 +306,14 @@ pub(crate) fn with_free_ports<const N: usize, T>(
             }
             other => return other,
         }
+    }
+}
+
+/// Removes a directory and everything in it; one that does not exist is already removed.
+pub fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("removing {}", dir.display())),
     }
 }
