@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 
 use ff_backend_postgres::{PostgresBackend, migrate};
 use ff_core::{
-    ClaimRequest, CompleteRequest, DependencyGroup, EdgeSpec, EngineBackend, EngineError,
-    ExecutionId, ExecutionSpec, ExecutionState, FailDisposition, FailRequest, Failure, FlowId,
-    FlowSpec, FlowState, IdempotencyKey, Lane, NodeKey, NodeSpec, OnSatisfied, PartitionConfig,
-    RetryPolicy, WorkerId,
+    Capability, ClaimRequest, CompleteRequest, DependencyGroup, EdgeSpec, EngineBackend,
+    EngineError, ExecutionId, ExecutionSpec, ExecutionState, FailDisposition, FailRequest, Failure,
+    FlowId, FlowSpec, FlowState, IdempotencyKey, Lane, NodeKey, NodeSpec, OnSatisfied,
+    PartitionConfig, RetryPolicy, WorkerId,
 };
 use libtest_mimic::Failed;
 use tokio_postgres::NoTls;
@@ -21,6 +21,10 @@ use super::{TestFn, TestResult, config, fail, fresh, settle};
 pub(super) fn all() -> Vec<(&'static str, TestFn)> {
     vec![
         ("smoke::flat_and_chain", |url| Box::pin(smoke(url))),
+        (
+            "claim_next::a_single_downstream_is_leased_by_its_edge",
+            |url| Box::pin(single_downstream_lease(url)),
+        ),
         ("migrations::idempotent_and_concurrent", |url| {
             Box::pin(migrations_concurrent(url))
         }),
@@ -209,6 +213,141 @@ async fn smoke(url: String) -> TestResult {
         "edges {:?}",
         snapshot.edges
     );
+    backend.drop_schema().await.map_err(fail("drop"))?;
+    Ok(())
+}
+
+/// `complete` with `claim_next` of a flow member with one downstream leases that downstream in
+/// the edge's own UPDATE when the claim would take it — with its inputs, a live lease, its
+/// first attempt — and leaves it ready (or delayed) for others when the claim would not: another
+/// lane, a capability the worker lacks, a delay, or higher-priority ready work in the lane
+/// (which the call leases instead).
+async fn single_downstream_lease(url: String) -> TestResult {
+    let backend = fresh(config(&url, "direct")).await?;
+    let lane = Lane::new("direct").map_err(fail("lane"))?;
+    let other = Lane::new("elsewhere").map_err(fail("lane"))?;
+    let claim = ClaimRequest::new(WorkerId::random(), lane.clone());
+    let spec = |lane: &Lane| ExecutionSpec::new(lane.clone(), b"p".to_vec());
+    // a → b, b shaped by `downstream`; with `urgent`, a priority-5 execution of the lane is
+    // created after a is claimed. Returns (b's id, what completing a leased, the urgent one).
+    let run = |downstream: ExecutionSpec, urgent: bool| {
+        let (backend, claim, lane) = (&backend, &claim, &lane);
+        async move {
+            let flow = backend
+                .create_flow(
+                    &FlowSpec::new()
+                        .node(NodeSpec::new(key("a"), spec(lane)))
+                        .node(NodeSpec::new(key("b"), downstream))
+                        .edge(EdgeSpec::new(key("a"), key("b")).passing_result()),
+                )
+                .await
+                .map_err(fail("create flow"))?;
+            let a = backend.claim(claim).await.map_err(fail("claim a"))?;
+            ensure!(
+                a.len() == 1 && a[0].node_key == Some(key("a")),
+                "claimed {a:?}"
+            );
+            let urgent = if urgent {
+                let created = backend
+                    .create_execution(&spec(lane).with_priority(5))
+                    .await
+                    .map_err(fail("create urgent"))?;
+                Some(created.id)
+            } else {
+                None
+            };
+            let done = backend
+                .complete(
+                    &CompleteRequest::new(a[0].fence)
+                        .with_result(b"res".to_vec())
+                        .with_claim_next(claim.clone()),
+                )
+                .await
+                .map_err(fail("complete a"))?;
+            let b = flow.nodes[&key("b")];
+            Ok::<_, Failed>((b, done.next, urgent))
+        }
+    };
+    let state_of = |id: ExecutionId| {
+        let backend = &backend;
+        async move {
+            backend
+                .describe_execution(&id)
+                .await
+                .map(|s| s.state())
+                .map_err(fail("describe"))
+        }
+    };
+
+    // Taken: leased with its input, first attempt, a lease that renews and completes.
+    let (b, next, _) = run(spec(&lane), false).await?;
+    ensure!(next.len() == 1 && next[0].id() == b, "leased {next:?}");
+    let leased = &next[0];
+    ensure!(leased.attempt == 1, "attempt {}", leased.attempt);
+    ensure!(
+        leased.inputs.len() == 1 && leased.inputs[0].result.as_deref() == Some(&b"res"[..]),
+        "inputs {:?}",
+        leased.inputs
+    );
+    let snapshot = backend
+        .describe_execution(&b)
+        .await
+        .map_err(fail("describe b"))?;
+    ensure!(snapshot.state() == ExecutionState::Running, "{snapshot:?}");
+    ensure!(
+        snapshot.lease.as_ref().map(|l| l.lease_id) == Some(leased.fence.lease_id),
+        "lease {:?}",
+        snapshot.lease
+    );
+    backend
+        .renew(&leased.fence, Duration::from_secs(30))
+        .await
+        .map_err(fail("renew b"))?;
+    backend
+        .complete(&CompleteRequest::new(leased.fence))
+        .await
+        .map_err(fail("complete b"))?;
+    ensure!(
+        state_of(b).await? == ExecutionState::Succeeded,
+        "b succeeded"
+    );
+
+    // Not taken: another lane, a capability the worker lacks, a delay.
+    let gpu = Capability::new("gpu").map_err(fail("capability"))?;
+    for (what, downstream, left) in [
+        ("another lane", spec(&other), ExecutionState::Ready),
+        (
+            "a missing capability",
+            spec(&lane).with_capability(gpu),
+            ExecutionState::Ready,
+        ),
+        (
+            "a delay",
+            spec(&lane).with_delay(Duration::from_secs(3600)),
+            ExecutionState::Delayed,
+        ),
+    ] {
+        let (b, next, _) = run(downstream, false).await?;
+        ensure!(next.is_empty(), "{what}: leased {next:?}");
+        let state = state_of(b).await?;
+        ensure!(state == left, "{what}: {state:?}");
+    }
+    let on_other = backend
+        .claim(&ClaimRequest::new(WorkerId::random(), other.clone()))
+        .await
+        .map_err(fail("claim other lane"))?;
+    ensure!(
+        on_other.len() == 1,
+        "the other lane's downstream is claimable"
+    );
+
+    // Higher-priority ready work in the lane goes first; the downstream stays ready.
+    let (b, next, urgent) = run(spec(&lane), true).await?;
+    ensure!(
+        next.len() == 1 && Some(next[0].id()) == urgent,
+        "the urgent one first: {next:?}"
+    );
+    ensure!(state_of(b).await? == ExecutionState::Ready, "b left ready");
     backend.drop_schema().await.map_err(fail("drop"))?;
     Ok(())
 }
