@@ -118,9 +118,10 @@ pub struct BenchArgs {
     /// Backends to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "memory,valkey,postgres")]
     pub backends: Vec<BackendKind>,
-    /// Runs of every measurement; every figure is the median of the runs.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
-    pub runs: u32,
+    /// Runs of every measurement; every figure is the median of the runs [default: 5, 3
+    /// with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub runs: Option<u32>,
     /// Workloads to measure, comma-separated (default: all). The bare ceilings run with
     /// `flat`.
     #[arg(long, value_delimiter = ',')]
@@ -152,6 +153,12 @@ impl BenchArgs {
             .collect()
     }
 
+    /// Runs of every measurement: five by default, so that one disturbed run cannot move a
+    /// median; three for a quick check.
+    fn runs(&self) -> u32 {
+        self.runs.unwrap_or(if self.quick { 3 } else { 5 })
+    }
+
     fn sizes(&self) -> Sizes {
         if self.quick {
             Sizes::QUICK
@@ -172,7 +179,7 @@ impl BenchArgs {
         let mut args = vec![
             "bench-run".to_owned(),
             "--runs".to_owned(),
-            self.runs.to_string(),
+            self.runs().to_string(),
             "--backends".to_owned(),
             join(self.backends().into_iter().map(BackendKind::name).collect()),
             "--workloads".to_owned(),
@@ -487,14 +494,14 @@ async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Repo
         }
     }
 
-    let progress = ProgressBar::new(u64::from(args.runs) * steps.len() as u64);
+    let progress = ProgressBar::new(u64::from(args.runs()) * steps.len() as u64);
     progress.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:32}] {pos}/{len} {msg}")
             .map_err(|e| anyhow::anyhow!("progress bar template: {e}"))?
             .progress_chars("=> "),
     );
     let mut collector = Collector::default();
-    for run in 1..=args.runs {
+    for run in 1..=args.runs() {
         collector.this_run.clear();
         for step in &steps {
             let what = if step.ceiling.is_some() {
@@ -504,7 +511,8 @@ async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Repo
             };
             progress.set_message(format!(
                 "run {run}/{} · {} · {what}",
-                args.runs, step.subject
+                args.runs(),
+                step.subject
             ));
             let outcome = measure_step(step, servers, shape, sizes).await;
             progress.inc(1);
@@ -514,7 +522,7 @@ async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Repo
                         &progress,
                         format!(
                             "run {run}/{} {} {what}: {}",
-                            args.runs,
+                            args.runs(),
                             step.subject,
                             headline(&figures)
                         ),
@@ -533,7 +541,8 @@ async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Repo
                         &progress,
                         format!(
                             "run {run}/{} {} {what} FAILED: {err:#}",
-                            args.runs, step.subject
+                            args.runs(),
+                            step.subject
                         ),
                     );
                     collector.failures.push(Failure {
@@ -593,7 +602,7 @@ async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Repo
         machine,
         settings: Settings {
             quick: args.quick,
-            runs: args.runs,
+            runs: args.runs(),
             backends: backends.iter().map(|b| b.name()).collect(),
             workloads: workloads.iter().map(|w| w.name()).collect(),
             sizes,
@@ -710,7 +719,8 @@ mod tests {
         let cli = Cli::parse_from(["bench"]);
         assert_eq!(cli.bench.backends(), BackendKind::ALL.to_vec());
         assert_eq!(cli.bench.workloads(), Workload::ALL.to_vec());
-        assert_eq!(cli.bench.runs, 3);
+        assert_eq!(cli.bench.runs(), 5);
+        assert_eq!(Cli::parse_from(["bench", "--quick"]).bench.runs(), 3);
         let cli = Cli::parse_from([
             "bench",
             "--quick",

@@ -421,7 +421,8 @@ impl Sizes {
         idle_warmup_s: 1,
         idle_s: 2,
     };
-    /// The default: about ten minutes. Chains run 100 flows in flight, as DESIGN §9 says.
+    /// The default: each run lasts about a minute on this machine. Chains run 100 flows in
+    /// flight, as DESIGN §9 says.
     pub const DEFAULT: Sizes = Sizes {
         flat: PerBackend {
             memory: 50_000,
