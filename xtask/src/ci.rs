@@ -4,7 +4,8 @@
 //! 2. `cargo clippy --workspace --all-targets --all-features -- -D warnings`
 //! 3. exactly `cargo xtask test` (the same function, default arguments)
 //!
-//! `.ci/run` runs this and nothing else, so a green `cargo xtask ci` means a green CI.
+//! `cargo xtask lint` is steps 1 and 2. `.ci/run` runs `cargo xtask lint`, then the README's
+//! test command `cargo xtask test` itself, so a green `cargo xtask ci` means a green CI.
 
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -59,15 +60,28 @@ fn test() -> anyhow::Result<ExitCode> {
     test_run::run(&TestArgs::default())
 }
 
-/// Runs the steps in order; returns the exit code of the first failing step, or success.
+/// The steps that check the code without running it (fmt, clippy).
+const LINT_STEPS: usize = 2;
+
+/// `cargo xtask ci`: every step.
 pub fn run() -> anyhow::Result<ExitCode> {
+    run_steps(&STEPS)
+}
+
+/// `cargo xtask lint`: the fmt and clippy steps.
+pub fn lint() -> anyhow::Result<ExitCode> {
+    run_steps(&STEPS[..LINT_STEPS])
+}
+
+/// Runs `steps` in order; returns the exit code of the first failing step, or success.
+fn run_steps(steps: &[Step]) -> anyhow::Result<ExitCode> {
     let total = Instant::now();
     let mut timings: Vec<(&str, Duration, &str)> = Vec::new();
     let mut result = Ok(ExitCode::SUCCESS);
-    for (index, step) in STEPS.iter().enumerate() {
+    for (index, step) in steps.iter().enumerate() {
         eprintln!();
         eprintln!("==================================================================");
-        eprintln!("==> ci step {}/{}: {}", index + 1, STEPS.len(), step.title);
+        eprintln!("==> ci step {}/{}: {}", index + 1, steps.len(), step.title);
         eprintln!("==================================================================");
         let started = Instant::now();
         let outcome = (step.run)();
@@ -102,7 +116,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     for (title, elapsed, verdict) in &timings {
         eprintln!("    {verdict:<6} {:>7.1}s  {title}", elapsed.as_secs_f64());
     }
-    for step in STEPS.iter().skip(timings.len()) {
+    for step in steps.iter().skip(timings.len()) {
         eprintln!("    {:<6} {:>8}  {}", "skip", "-", step.title);
     }
     result

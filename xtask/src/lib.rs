@@ -8,8 +8,9 @@
 //!   by binding port 0.
 //! - `test`: fresh servers of every kind, then `cargo test --workspace --all-features` against
 //!   them; every server it started is stopped afterwards, whatever the outcome.
-//! - `ci`: formatting check, clippy, then exactly what `test` does. `.ci/run` calls this and
-//!   nothing else, so "if `cargo xtask ci` passes locally, CI is green".
+//! - `lint`: formatting check and clippy. `ci`: `lint`, then exactly what `test` does — the
+//!   steps `.ci/run` runs (`cargo xtask lint`, then `cargo xtask test`), so "if
+//!   `cargo xtask ci` passes locally, CI is green".
 //! - `demo`: the engine demo ([`demo`]).
 //! - `bench`: every backend and the bare queues it is judged against, measured in one run
 //!   ([`bench`]).
@@ -52,8 +53,10 @@ pub enum Command {
     Services(services::command::ServicesArgs),
     /// Run the workspace tests against fresh servers that are stopped afterwards.
     Test(test_run::TestArgs),
-    /// What CI runs: `cargo fmt --check`, clippy with `-D warnings`, then `test`.
+    /// Everything CI checks: `lint`, then `test`.
     Ci,
+    /// `cargo fmt --check` and clippy with `-D warnings`.
+    Lint,
     /// Run the demo.
     Demo(demo::DemoArgs),
     /// Measure every backend and the bare Valkey / Postgres queues they are judged against,
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Services(args) => services::command::run(args),
         Command::Test(args) => test_run::run(&args),
         Command::Ci => ci::run(),
+        Command::Lint => ci::lint(),
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args),
         Command::BenchRun(args) => bench::run_measurements(args),
