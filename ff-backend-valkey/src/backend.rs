@@ -337,9 +337,7 @@ impl ValkeyBackend {
         let mut out = BTreeMap::new();
         while pairs.remaining() > 0 {
             let key = NodeKey::new(pairs.string()?)?;
-            let uuid = uuid::Uuid::try_parse(&pairs.string()?)
-                .map_err(|_| EngineError::Corrupt("stored member id is not a UUID".into()))?;
-            out.insert(key, ExecutionId::from_parts(partition, uuid));
+            out.insert(key, ExecutionId::from_parts(partition, pairs.uuid()?));
         }
         Ok(out)
     }
@@ -764,8 +762,7 @@ impl EngineBackend for ValkeyBackend {
         let mut out = Vec::with_capacity(list.remaining());
         while list.remaining() > 0 {
             let mut e = list.array()?;
-            let u = uuid::Uuid::try_parse(&e.string()?)
-                .map_err(|_| EngineError::Corrupt("completion id is not a UUID".into()))?;
+            let u = e.uuid()?;
             let flow: FlowId = e
                 .string()?
                 .parse()
@@ -1082,8 +1079,7 @@ impl EngineBackend for ValkeyBackend {
         let mut items = Vec::with_capacity(list.remaining());
         while list.remaining() > 0 {
             let mut s = list.array()?;
-            let u = uuid::Uuid::try_parse(&s.string()?)
-                .map_err(|_| EngineError::Corrupt("listed id is not a UUID".into()))?;
+            let u = s.uuid()?;
             let state = parse_state(&s.string()?)?;
             let lane = Lane::new(s.string()?)?;
             let priority = i32::try_from(s.int()?)

@@ -17,14 +17,10 @@ use ff_core::{
 use uuid::Uuid;
 
 use crate::encode;
-use crate::reply::{Fields, parse_reason, parse_state};
+use crate::reply::{Fields, parse_reason, parse_state, parse_uuid as uuid};
 
 fn corrupt(what: impl std::fmt::Display) -> EngineError {
     EngineError::Corrupt(what.to_string())
-}
-
-fn uuid(s: &str) -> Result<Uuid, EngineError> {
-    Uuid::try_parse(s).map_err(|_| corrupt(format!("stored id {s:?} is not a UUID")))
 }
 
 fn ts(i: i64) -> Option<Timestamp> {
@@ -69,7 +65,7 @@ pub(crate) fn claimed(
     let mut claimed = Vec::with_capacity(count as usize);
     for i in 0..count {
         let p = partition(&f.string()?)?;
-        let id = ExecutionId::from_parts(p, uuid(&f.string()?)?);
+        let id = ExecutionId::from_parts(p, f.uuid()?);
         let epoch = f.u64()?;
         let attempt = u32::try_from(f.u64()?).map_err(|_| corrupt("attempt overflow"))?;
         let payload = f.bytes()?;
@@ -90,7 +86,7 @@ pub(crate) fn claimed(
             None
         };
         let (flow_id, node_key) = if flags & IS_MEMBER != 0 {
-            let flow = FlowId::from_uuid(uuid(&f.string()?)?);
+            let flow = FlowId::from_uuid(f.uuid()?);
             let key = f.string()?;
             (
                 Some(flow),
@@ -103,7 +99,7 @@ pub(crate) fn claimed(
         if flags & HAS_INPUTS != 0 {
             for _ in 0..f.u64()? {
                 let node_key = NodeKey::new(f.string()?)?;
-                let execution_id = ExecutionId::from_parts(p, uuid(&f.string()?)?);
+                let execution_id = ExecutionId::from_parts(p, f.uuid()?);
                 let has = f.int()? == 1;
                 let value = f.bytes()?;
                 inputs.push(UpstreamInput {

@@ -8,6 +8,7 @@ use ff_core::{
     FenceReason, FlowId, FlowState,
 };
 use redis::Value;
+use uuid::Uuid;
 
 /// A cursor over the elements of one array reply.
 pub(crate) struct Fields {
@@ -61,6 +62,11 @@ impl Fields {
     pub(crate) fn string(&mut self) -> Result<String, EngineError> {
         let bytes = self.bytes()?;
         String::from_utf8(bytes).map_err(|_| self.corrupt("a string is not UTF-8"))
+    }
+
+    /// The next value as a stored UUID.
+    pub(crate) fn uuid(&mut self) -> Result<Uuid, EngineError> {
+        parse_uuid(&self.string()?)
     }
 
     pub(crate) fn int(&mut self) -> Result<i64, EngineError> {
@@ -191,6 +197,11 @@ impl Fields {
             }
         }
     }
+}
+
+/// A stored id: a UUID, or the data is corrupt.
+pub(crate) fn parse_uuid(s: &str) -> Result<Uuid, EngineError> {
+    Uuid::try_parse(s).map_err(|_| EngineError::Corrupt(format!("stored id {s:?} is not a UUID")))
 }
 
 pub(crate) fn parse_state(s: &str) -> Result<ExecutionState, EngineError> {
