@@ -54,10 +54,12 @@ use crate::services::{
 };
 use crate::test_run::run_to_end;
 
+use self::ceiling::Ceiling;
+use self::ceiling::valkey_list::Flavor;
 use self::machine::Machine;
 use self::report::{
     Failure, POSTGRES_BARE, POSTGRES_BARE_SINGLE, Report, Settings, Sizes, VALKEY_BARE,
-    VALKEY_BARE_SINGLE,
+    VALKEY_BARE_SINGLE, VALKEY_LUA_FLOOR,
 };
 use self::stats::Summary;
 use self::target::{BackendKind, Servers, Target};
@@ -441,8 +443,8 @@ struct Step {
     subject: &'static str,
     workload: Workload,
     kind: BackendKind,
-    /// For a bare ceiling: the most tasks one pop takes.
-    ceiling: Option<u32>,
+    /// For a ceiling: which queue, and the most tasks one pop takes.
+    ceiling: Option<Ceiling>,
 }
 
 async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Report> {
@@ -460,25 +462,26 @@ async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Repo
     let mut steps = Vec::new();
     for &kind in &backends {
         if workloads.contains(&Workload::Flat) {
-            // The ceiling of the bars (pops of up to a claim batch), then one task per pop.
-            let bare = match kind {
-                BackendKind::Valkey => {
-                    vec![(VALKEY_BARE, shape.claim_batch), (VALKEY_BARE_SINGLE, 1)]
-                }
-                BackendKind::Postgres => {
-                    vec![
-                        (POSTGRES_BARE, shape.claim_batch),
-                        (POSTGRES_BARE_SINGLE, 1),
-                    ]
-                }
+            // The ceiling of the bars (pops of up to a claim batch), then one task per pop,
+            // then (Valkey) the Lua floor.
+            let ceilings = match kind {
+                BackendKind::Valkey => vec![
+                    (VALKEY_BARE, Ceiling::Bare(shape.claim_batch)),
+                    (VALKEY_BARE_SINGLE, Ceiling::Bare(1)),
+                    (VALKEY_LUA_FLOOR, Ceiling::LuaFloor(shape.claim_batch)),
+                ],
+                BackendKind::Postgres => vec![
+                    (POSTGRES_BARE, Ceiling::Bare(shape.claim_batch)),
+                    (POSTGRES_BARE_SINGLE, Ceiling::Bare(1)),
+                ],
                 BackendKind::Memory => vec![],
             };
-            for (subject, batch) in bare {
+            for (subject, ceiling) in ceilings {
                 steps.push(Step {
                     subject,
                     workload: Workload::Flat,
                     kind,
-                    ceiling: Some(batch),
+                    ceiling: Some(ceiling),
                 });
             }
         }
@@ -572,6 +575,18 @@ async fn measure_all(args: &BenchArgs, servers: &Servers) -> anyhow::Result<Repo
                 (single, "ceiling.exec_per_s"),
             );
         }
+        collector.ratio(
+            "valkey",
+            "flat.vs_lua_floor",
+            ("valkey", "flat.exec_per_s"),
+            (VALKEY_LUA_FLOOR, "ceiling.exec_per_s"),
+        );
+        collector.ratio(
+            VALKEY_LUA_FLOOR,
+            "ceiling.vs_list_queue",
+            (VALKEY_LUA_FLOOR, "ceiling.exec_per_s"),
+            (VALKEY_BARE, "ceiling.exec_per_s"),
+        );
         for kind in &backends {
             let name = kind.name();
             collector.ratio(
@@ -624,16 +639,21 @@ async fn measure_step(
     shape: Shape,
     sizes: Sizes,
 ) -> anyhow::Result<Figures> {
-    if let Some(batch) = step.ceiling {
+    if let Some(ceiling) = step.ceiling {
         let n = sizes.flat.of(step.kind);
-        return match step.kind {
-            BackendKind::Valkey => {
-                ceiling::valkey_list::run(servers.valkey()?, shape, n, batch).await
+        return match (step.kind, ceiling) {
+            (BackendKind::Valkey, Ceiling::Bare(batch)) => {
+                let url = servers.valkey()?;
+                ceiling::valkey_list::run(url, shape, n, batch, Flavor::List).await
             }
-            BackendKind::Postgres => {
+            (BackendKind::Valkey, Ceiling::LuaFloor(batch)) => {
+                let url = servers.valkey()?;
+                ceiling::valkey_list::run(url, shape, n, batch, Flavor::Functions).await
+            }
+            (BackendKind::Postgres, Ceiling::Bare(batch)) => {
                 ceiling::pg_queue::run(servers.postgres()?, shape, n, batch).await
             }
-            BackendKind::Memory => anyhow::bail!("the in-memory backend has no bare ceiling"),
+            (kind, ceiling) => anyhow::bail!("the {} backend has no {ceiling:?}", kind.name()),
         };
     }
     let target = Target::fresh(step.kind, servers).await?;

@@ -20,6 +20,8 @@ pub const POSTGRES_BARE: &str = "postgres-bare";
 pub const VALKEY_BARE_SINGLE: &str = "valkey-bare-1";
 /// Subject name of the bare Postgres queue claiming one task per statement.
 pub const POSTGRES_BARE_SINGLE: &str = "postgres-bare-1";
+/// Subject name of the Valkey Lua floor: the least a function-based queue with leases does.
+pub const VALKEY_LUA_FLOOR: &str = "valkey-lua";
 
 /// What one metric key means.
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +63,16 @@ pub const SECTIONS: &[(&str, &[Metric])] = &[
             m(
                 "flat.vs_ceiling_single",
                 "flat ÷ bare queue of the same server (one task per pop)",
+                "%",
+            ),
+            m(
+                "flat.vs_lua_floor",
+                "flat ÷ the Lua floor (`valkey-lua`: leased, fenced tasks in functions)",
+                "%",
+            ),
+            m(
+                "ceiling.vs_list_queue",
+                "Lua floor ÷ bare list queue (pops of up to 8)",
                 "%",
             ),
             m("chain.flows_per_s", "chain: flows/s (10 nodes)", "/s"),
@@ -568,7 +580,7 @@ impl Report {
         let calls = median(subject, calls).map_or_else(String::new, |c| {
             format!("{} backend calls per {unit}; ", number(c))
         });
-        Some(format!(
+        let mut line = format!(
             "{calls}CPU per {unit}: server {} µs, bench process {} µs, against {} µs and {} µs \
              for {base_name} — the server does {}× the work. Bounded by CPU, the ratio of the \
              sums predicts {} %; measured {} %.",
@@ -579,7 +591,26 @@ impl Report {
             number(server / base_server.max(f64::EPSILON)),
             number(100.0 * (base_server + base_client) / (server + client).max(f64::EPSILON)),
             number(100.0 * measured),
-        ))
+        );
+        if bar.metric == "flat.vs_ceiling"
+            && backend == "valkey"
+            && let (Some(floor), Some(ours), Some(floor_server)) = (
+                median(VALKEY_LUA_FLOOR, "ceiling.vs_list_queue"),
+                median(backend, "flat.vs_lua_floor"),
+                median(VALKEY_LUA_FLOOR, "ceiling.server_cpu_us"),
+            )
+        {
+            let _ = write!(
+                line,
+                " The Lua floor (`{VALKEY_LUA_FLOOR}`: tasks leased and fenced in Valkey \
+                 functions, nothing else) reaches {} % of the list queue at {} µs of server \
+                 CPU per task; the engine reaches {} % of the floor.",
+                number(100.0 * floor),
+                number(floor_server),
+                number(100.0 * ours),
+            );
+        }
+        Some(line)
     }
 
     /// The subjects in display order: backends, then ceilings.
@@ -589,6 +620,7 @@ impl Report {
             "valkey",
             VALKEY_BARE,
             VALKEY_BARE_SINGLE,
+            VALKEY_LUA_FLOOR,
             "postgres",
             POSTGRES_BARE,
             POSTGRES_BARE_SINGLE,
@@ -863,6 +895,49 @@ mod tests {
     }
 
     /// A report of `backend` with no figures yet.
+    #[test]
+    fn the_valkey_flat_limit_names_the_lua_floor() {
+        let mut report = empty_report("valkey");
+        let figures = |pairs: &[(&str, f64)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), summary(&[*v])))
+                .collect::<BTreeMap<_, _>>()
+        };
+        report.figures.insert(
+            "valkey".into(),
+            figures(&[
+                ("flat.vs_ceiling", 0.3),
+                ("flat.vs_lua_floor", 0.75),
+                ("flat.server_cpu_us", 30.0),
+                ("flat.client_cpu_us", 10.0),
+            ]),
+        );
+        report.figures.insert(
+            VALKEY_BARE.into(),
+            figures(&[
+                ("ceiling.server_cpu_us", 5.0),
+                ("ceiling.client_cpu_us", 7.0),
+            ]),
+        );
+        report.figures.insert(
+            VALKEY_LUA_FLOOR.into(),
+            figures(&[
+                ("ceiling.vs_list_queue", 0.5),
+                ("ceiling.server_cpu_us", 19.0),
+            ]),
+        );
+        report.evaluate_bars(&[BackendKind::Valkey]);
+        let md = report.markdown();
+        assert!(
+            md.contains(
+                "reaches 50.0 % of the list queue at 19.0 µs of server CPU per task; the engine \
+                 reaches 75.0 % of the floor"
+            ),
+            "{md}"
+        );
+    }
+
     fn empty_report(backend: &'static str) -> Report {
         Report {
             started_at: 0,

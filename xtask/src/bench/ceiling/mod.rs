@@ -18,9 +18,24 @@
 //! exactly the steady state of our workers). The second is the like-for-like comparison of
 //! the per-execution cost; the first is what the server can do as a queue at best.
 //!
+//! On Valkey a third one runs: the Lua floor (`valkey-lua`), the same drain through a minimal
+//! function library whose tasks are leased and fenced like executions (see
+//! [`valkey_list`]). It judges no bar; it shows how much of the distance between the engine
+//! and the list queue comes from doing leases in Valkey functions at all, which the Valkey
+//! backend's design (one FCALL per operation) cannot avoid.
+//!
 //! Figures (keys `ceiling.*`): submissions/s, tasks/s of the drain, pop → ack latency
 //! p50/p99, CPU per task of the bench process and of the server, WAL bytes per task
 //! (Postgres).
 
 pub mod pg_queue;
 pub mod valkey_list;
+
+/// Which ceiling a bench step measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ceiling {
+    /// The server's bare queue, popping up to this many tasks per call.
+    Bare(u32),
+    /// The Valkey Lua floor (`valkey-lua`, see [`valkey_list`]), popping up to this many.
+    LuaFloor(u32),
+}
