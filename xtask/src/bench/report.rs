@@ -894,16 +894,9 @@ mod tests {
         }
     }
 
-    /// A report of `backend` with no figures yet.
     #[test]
     fn the_valkey_flat_limit_names_the_lua_floor() {
         let mut report = empty_report("valkey");
-        let figures = |pairs: &[(&str, f64)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), summary(&[*v])))
-                .collect::<BTreeMap<_, _>>()
-        };
         report.figures.insert(
             "valkey".into(),
             figures(&[
@@ -938,6 +931,15 @@ mod tests {
         );
     }
 
+    /// Figures of one subject: each metric with a single run's value.
+    fn figures(pairs: &[(&str, f64)]) -> BTreeMap<String, Summary> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), summary(&[*v])))
+            .collect()
+    }
+
+    /// A report of `backend` with no figures yet.
     fn empty_report(backend: &'static str) -> Report {
         Report {
             started_at: 0,
@@ -989,12 +991,6 @@ mod tests {
     #[test]
     fn a_missed_throughput_bar_names_its_costs() {
         let mut report = empty_report("postgres");
-        let figures = |pairs: &[(&str, f64)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), summary(&[*v])))
-                .collect::<BTreeMap<_, _>>()
-        };
         report.figures.insert(
             "postgres".into(),
             figures(&[
