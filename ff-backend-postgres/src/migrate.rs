@@ -35,10 +35,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "hot_path",
         sql: include_str!("../migrations/0003_hot_path.sql"),
     },
+    Migration {
+        version: 4,
+        name: "direct_lease",
+        sql: include_str!("../migrations/0004_direct_lease.sql"),
+    },
 ];
 
 /// The schema version this code writes and understands.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// A stable 64-bit key for the advisory lock of one schema (FNV-1a).
 fn lock_key(schema: &str) -> i64 {
@@ -159,22 +164,42 @@ mod tests {
         &sql[body..stop]
     }
 
+    /// The latest definition of `function` (the one in the last migration defining it), up to
+    /// the end of its body.
+    fn latest(function: &str) -> &'static str {
+        let head = format!("FUNCTION {function}(");
+        let sql = MIGRATIONS
+            .iter()
+            .rev()
+            .map(|m| m.sql)
+            .find(|sql| sql.contains(&head))
+            .expect("the function is defined");
+        let at = sql.find(&head).expect("the function is defined");
+        let end = at + sql[at..].find("$$;").expect("the function ends");
+        &sql[at..end]
+    }
+
     /// `ff_complete` and `ff_fail` inline the claim statement of `ff_claim` (with the call's
     /// clock `v_now`; `ff_complete` claims what is left after its affinity claim); the copies
-    /// (latest definitions: version 3) must stay identical, and so must the lease-taking
-    /// UPDATE of the affinity claim.
+    /// in the latest definitions must stay identical, and so must the lease-taking UPDATE of
+    /// the affinity claim.
     #[test]
     fn inlined_claims_match_ff_claim() {
-        let sql = MIGRATIONS[2].sql;
         let claim = |start: &str, end: &str| {
-            normalize(between(sql, "FUNCTION ff_claim(", start, end)).replace("p_now", "v_now")
+            normalize(between(latest("ff_claim"), "ff_claim(", start, end))
+                .replace("p_now", "v_now")
         };
         let pick = claim("SELECT c.id FROM ff_execution c", "SKIP LOCKED");
         let update = claim("UPDATE ff_execution x", "x.part;");
-        let all = normalize(sql).replace("LIMIT p_max - v_affine", "LIMIT p_max");
-        assert_eq!(all.matches(&pick).count(), 2, "inlined claim picks differ");
+        let inlining = normalize(&format!("{} {}", latest("ff_complete"), latest("ff_fail")))
+            .replace("LIMIT p_max - v_affine", "LIMIT p_max");
         assert_eq!(
-            all.matches(&update).count(),
+            inlining.matches(&pick).count(),
+            2,
+            "inlined claim picks differ"
+        );
+        assert_eq!(
+            inlining.matches(&update).count(),
             3,
             "inlined claim updates differ"
         );
@@ -184,16 +209,15 @@ mod tests {
     /// identical but for the names of the values they read.
     #[test]
     fn inlined_edge_update_matches_ff_apply_edge() {
-        let sql = MIGRATIONS[2].sql;
         let edge = normalize(between(
-            sql,
-            "FUNCTION ff_apply_edge(",
+            latest("ff_apply_edge"),
+            "ff_apply_edge(",
             "UPDATE ff_execution",
             "AS idle_lane",
         ));
         let inlined = normalize(between(
-            sql,
-            "Every edge is satisfied by a success",
+            latest("ff_complete"),
+            "The general edge UPDATE",
             "UPDATE ff_execution",
             "AS idle_lane",
         ));
@@ -204,6 +228,36 @@ mod tests {
         assert_eq!(
             renamed, edge,
             "inlined edge update differs from ff_apply_edge's"
+        );
+    }
+
+    /// The direct lease of a chain's downstream writes the lease fields the claim writes, and
+    /// returns the leased execution as the claim does.
+    #[test]
+    fn the_direct_lease_sets_what_a_claim_sets() {
+        let claim = normalize(between(
+            latest("ff_claim"),
+            "ff_claim(",
+            "SET state = 'running',",
+            "fail_disposition = NULL",
+        ))
+        .replace("p_now", "v_now");
+        let lease = normalize(between(
+            latest("ff_complete"),
+            "IF v_direct THEN",
+            "state = 'running',",
+            "fail_disposition = NULL",
+        ));
+        for field in claim.trim_start_matches("SET ").split(", ") {
+            assert!(lease.contains(field), "the direct lease misses `{field}`");
+        }
+        let returning = |function: &str, from: &str| {
+            normalize(between(latest(function), from, "RETURNING", "x.part"))
+        };
+        assert_eq!(
+            returning("ff_complete", "IF v_direct THEN"),
+            returning("ff_claim", "ff_claim("),
+            "the direct lease returns another shape than the claim"
         );
     }
 }
