@@ -684,7 +684,7 @@ fn on_target<'a>(
             servers,
             shape,
             sizes.chain_flows,
-            sizes.chain_rounds.of(kind),
+            sizes.chain_rounds().of(kind),
         )),
         Workload::Fanout => Box::pin(workload::fanout::run(
             target,
@@ -784,11 +784,6 @@ mod tests {
                 postgres: 0,
             },
             chain_flows: 5,
-            chain_rounds: report::PerBackend {
-                memory: 2,
-                valkey: 0,
-                postgres: 0,
-            },
             fanout_flows: report::PerBackend {
                 memory: 1,
                 valkey: 0,
