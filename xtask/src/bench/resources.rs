@@ -297,6 +297,37 @@ pub async fn valkey_forks(con: &mut redis::aio::MultiplexedConnection) -> anyhow
     Ok(info_field(&info, "total_forks").unwrap_or(0.0))
 }
 
+/// Waits until the Valkey server runs no AOF rewrite or snapshot (a forked child writing the
+/// whole dataset, which competes for the CPU), or fails after `limit`.
+pub async fn valkey_quiesce(
+    con: &mut redis::aio::MultiplexedConnection,
+    limit: std::time::Duration,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query_async(con)
+            .await
+            .context("INFO persistence")?;
+        let busy = [
+            "aof_rewrite_in_progress",
+            "aof_rewrite_scheduled",
+            "rdb_bgsave_in_progress",
+        ]
+        .iter()
+        .any(|field| info_field(&info, field).unwrap_or(0.0) > 0.0);
+        if !busy {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "Valkey still rewrites its AOF after {limit:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A numeric field of an `INFO` reply (`name:value` lines).
 pub fn info_field(info: &str, name: &str) -> Option<f64> {
     info.lines().find_map(|line| {

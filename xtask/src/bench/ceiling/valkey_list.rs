@@ -26,10 +26,12 @@ use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::task::JoinSet;
 
-use crate::bench::resources::{Meter, command_stats, reset_command_stats, usage, valkey_forks};
+use crate::bench::resources::{
+    Meter, command_stats, reset_command_stats, usage, valkey_forks, valkey_quiesce,
+};
 use crate::bench::stats::Latency;
 use crate::bench::target::{delete_matching, fresh_name, valkey_admin};
-use crate::bench::workload::{Figures, PAYLOAD_BYTES, Shape, payload, rate};
+use crate::bench::workload::{Figures, PAYLOAD_BYTES, SETTLE_LIMIT, Shape, payload, rate};
 
 /// The function library of [`Flavor::Functions`].
 const FLOOR_LIBRARY: &str = include_str!("valkey_floor.lua");
@@ -306,7 +308,8 @@ async fn measure(
         usage(&before, &after, n).server_cpu_us,
     );
 
-    // Drain.
+    // Drain, once the server is done with what the submissions made it do (as `settle`).
+    valkey_quiesce(admin, SETTLE_LIMIT).await?;
     reset_command_stats(admin).await?;
     let forks_before = valkey_forks(admin).await?;
     let before = meter.read().await?;

@@ -25,7 +25,7 @@ use ff_core::{EngineBackend, ExecutionSpec, FlowSpec, Lane};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use super::resources::Meter;
+use super::resources::{Meter, valkey_quiesce};
 use super::target::{BackendKind, Servers, Target};
 
 /// Named numbers one measurement produced, plus free-text notes.
@@ -120,17 +120,27 @@ pub async fn meter_for(kind: BackendKind, servers: &Servers) -> anyhow::Result<M
     }
 }
 
-/// Runs `CHECKPOINT` on Postgres before a measured phase, so a checkpoint triggered by the
-/// previous phase's WAL does not land in this one. Nothing to do on the other backends.
+/// Lets the server finish the background work of the untimed phase before a measured one:
+/// `CHECKPOINT` on Postgres (a checkpoint triggered by the previous phase's WAL does not land
+/// in this one), and on Valkey the end of an AOF rewrite the previous phase's writes
+/// triggered (its forked child would compete for the CPU). Work the measured phase itself
+/// triggers stays in its measurement.
 pub async fn settle(target: &Target) -> anyhow::Result<()> {
-    if let super::target::Store::Postgres { admin, .. } = &target.store {
-        admin
+    match &target.store {
+        super::target::Store::Postgres { admin, .. } => admin
             .batch_execute("CHECKPOINT")
             .await
-            .context("CHECKPOINT")?;
+            .context("CHECKPOINT")?,
+        super::target::Store::Valkey { admin, .. } => {
+            valkey_quiesce(&mut admin.clone(), SETTLE_LIMIT).await?;
+        }
+        super::target::Store::Memory => {}
     }
     Ok(())
 }
+
+/// The longest [`settle`] waits for a server's background work.
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 
 /// Creates `count` standalone executions of `lane` with `payload`, from `producers`
 /// concurrent producers, one call each; returns how long it took.
