@@ -11,11 +11,16 @@
 //! UPDATE q SET state = 'running' WHERE id IN
 //!   (SELECT id FROM q WHERE state = 'ready' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
 //!   RETURNING id, payload;
-//! -- ack: the task is deleted (the cheapest complete); the last ack of a batch carries the
-//! -- next claim in the same statement
-//! DELETE FROM q WHERE id = $1;
-//! WITH done AS (DELETE FROM q WHERE id = $1) UPDATE q … RETURNING id, payload;
+//! -- ack: the task's row is marked done; the last ack of a batch carries the next claim in
+//! -- the same statement
+//! UPDATE q SET state = 'done' WHERE id = $1;
+//! WITH done AS (UPDATE q SET state = 'done' WHERE id = $1) UPDATE q … RETURNING id, payload;
 //! ```
+//!
+//! The ack is an UPDATE, as the issue that set the bar defines the ceiling ("claim-update +
+//! complete-update"), and as the engine keeps a finished execution's row (until retention).
+//! Not a `DELETE`, which writes no new row version and no index entry: that would measure a
+//! queue that forgets its finished tasks against an engine that keeps them.
 //!
 //! A claim can deadlock with a concurrent ack + claim: a `FOR UPDATE` that finds a row
 //! changed since its snapshot locks it before rechecking it, and keeps the lock until commit
@@ -54,7 +59,7 @@ pub async fn run(url: &str, shape: Shape, n: u64, batch: u32) -> anyhow::Result<
             "CREATE SCHEMA {schema};
              CREATE TABLE {schema}.q (
                  id bigserial PRIMARY KEY,
-                 state text NOT NULL DEFAULT 'ready' CHECK (state IN ('ready', 'running')),
+                 state text NOT NULL DEFAULT 'ready' CHECK (state IN ('ready', 'running', 'done')),
                  payload bytea NOT NULL);
              CREATE INDEX q_ready ON {schema}.q (id) WHERE state = 'ready';"
         ))
@@ -150,13 +155,16 @@ async fn measure(
     let elapsed = last.saturating_duration_since(started);
 
     let left: i64 = admin
-        .query_one(&format!("SELECT count(*) FROM {schema}.q"), &[])
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.q WHERE state <> 'done'"),
+            &[],
+        )
         .await
         .context("counting what is left")?
         .get(0);
     ensure!(
         left == 0 && latencies.len() as u64 == n,
-        "the queue acked {} of {n} tasks ({left} rows left)",
+        "the queue acked {} of {n} tasks ({left} tasks not done)",
         latencies.len()
     );
     figures.put("ceiling.exec_per_s", rate(n, elapsed));
@@ -195,12 +203,14 @@ impl Worker {
             .await
             .context("preparing the claim")?;
         let ack = client
-            .prepare(&format!("DELETE FROM {schema}.q WHERE id = $1"))
+            .prepare(&format!(
+                "UPDATE {schema}.q SET state = 'done' WHERE id = $1"
+            ))
             .await
             .context("preparing the ack")?;
         let ack_and_claim = client
             .prepare(&format!(
-                "WITH done AS (DELETE FROM {schema}.q WHERE id = $2) {claim_sql}"
+                "WITH done AS (UPDATE {schema}.q SET state = 'done' WHERE id = $2) {claim_sql}"
             ))
             .await
             .context("preparing the ack + claim")?;
