@@ -12,7 +12,7 @@
 //! `/proc` times are in clock ticks, taken as the Linux `USER_HZ` of 100 per second.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -301,9 +301,9 @@ pub async fn valkey_forks(con: &mut redis::aio::MultiplexedConnection) -> anyhow
 /// whole dataset, which competes for the CPU), or fails after `limit`.
 pub async fn valkey_quiesce(
     con: &mut redis::aio::MultiplexedConnection,
-    limit: std::time::Duration,
+    limit: Duration,
 ) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     loop {
         let info: String = redis::cmd("INFO")
             .arg("persistence")
@@ -324,7 +324,7 @@ pub async fn valkey_quiesce(
             started.elapsed() < limit,
             "Valkey still rewrites its AOF after {limit:?}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

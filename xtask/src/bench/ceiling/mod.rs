@@ -20,7 +20,7 @@
 //!
 //! On Valkey a third one runs: the Lua floor (`valkey-lua`), the same drain through a minimal
 //! function library whose tasks are leased and fenced like executions (see
-//! [`valkey_list`]). It judges no bar; it shows how much of the distance between the engine
+//! [`valkey_queue`]). It judges no bar; it shows how much of the distance between the engine
 //! and the list queue comes from doing leases in Valkey functions at all, which the Valkey
 //! backend's design (one FCALL per operation) cannot avoid.
 //!
@@ -29,13 +29,13 @@
 //! (Postgres).
 
 pub mod pg_queue;
-pub mod valkey_list;
+pub mod valkey_queue;
 
 /// Which ceiling a bench step measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ceiling {
     /// The server's bare queue, popping up to this many tasks per call.
     Bare(u32),
-    /// The Valkey Lua floor (`valkey-lua`, see [`valkey_list`]), popping up to this many.
+    /// The Valkey Lua floor (`valkey-lua`, see [`valkey_queue`]), popping up to this many.
     LuaFloor(u32),
 }
