@@ -55,7 +55,6 @@ use crate::services::{
 use crate::test_run::run_to_end;
 
 use self::ceiling::Ceiling;
-use self::ceiling::valkey_queue::Flavor;
 use self::machine::Machine;
 use self::report::{
     Failure, POSTGRES_BARE, POSTGRES_BARE_SINGLE, Report, Settings, Sizes, VALKEY_BARE,
@@ -642,13 +641,8 @@ async fn measure_step(
     if let Some(ceiling) = step.ceiling {
         let n = sizes.flat.of(step.kind);
         return match (step.kind, ceiling) {
-            (BackendKind::Valkey, Ceiling::Bare(batch)) => {
-                let url = servers.valkey()?;
-                ceiling::valkey_queue::run(url, shape, n, batch, Flavor::List).await
-            }
-            (BackendKind::Valkey, Ceiling::LuaFloor(batch)) => {
-                let url = servers.valkey()?;
-                ceiling::valkey_queue::run(url, shape, n, batch, Flavor::Functions).await
+            (BackendKind::Valkey, ceiling) => {
+                ceiling::valkey_queue::run(servers.valkey()?, shape, n, ceiling).await
             }
             (BackendKind::Postgres, Ceiling::Bare(batch)) => {
                 ceiling::pg_queue::run(servers.postgres()?, shape, n, batch).await

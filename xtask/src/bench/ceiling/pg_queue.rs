@@ -44,7 +44,7 @@ use tokio_postgres::types::ToSql;
 use crate::bench::resources::{Meter, usage};
 use crate::bench::stats::Latency;
 use crate::bench::target::{fresh_name, pg_connect};
-use crate::bench::workload::{Figures, PAYLOAD_BYTES, Shape, payload, rate};
+use crate::bench::workload::{Figures, PAYLOAD_BYTES, Shape, payload, produce, rate};
 
 /// How often a statement is retried after a deadlock or serialization failure.
 const MAX_RETRIES: u32 = 20;
@@ -103,24 +103,23 @@ async fn measure(
         .context("CHECKPOINT")?;
     let before = meter.read().await?;
     let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    let count = producers.len() as u64;
-    for (p, (client, insert)) in producers.into_iter().enumerate() {
-        let share = n / count + u64::from((p as u64) < n % count);
+    let count = producers.len();
+    let mut producers = producers.into_iter();
+    produce(n, count, |_, share| {
+        let producer = producers.next();
         let payload = payload.clone();
-        tasks.spawn(async move {
+        async move {
+            let (client, insert) = producer.context("a producer without its connection")?;
             for _ in 0..share {
                 client
                     .execute(&insert, &[&payload.as_slice()])
                     .await
                     .context("INSERT")?;
             }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        joined.context("a producer panicked")??;
-    }
+            Ok(())
+        }
+    })
+    .await?;
     figures.put("ceiling.submit_per_s", rate(n, started.elapsed()));
     let after = meter.read().await?;
     let submit_usage = usage(&before, &after, n);

@@ -2,12 +2,12 @@
 //! connection (a `ConnectionManager` with the timeouts of `ValkeyBackend`: its connection
 //! model) shared by every producer and worker.
 //!
-//! - [`Flavor::List`] (`valkey-bare`, `valkey-bare-1`): `RPUSH` to submit, `LMPOP … COUNT n`
+//! - [`Ceiling::Bare`] (`valkey-bare`, `valkey-bare-1`): `RPUSH` to submit, `LMPOP … COUNT n`
 //!   to take a batch, `INCR` of a done counter to ack. `LMPOP`, not the blocking `BLMPOP`: a
 //!   blocking pop would stall every other request on the shared multiplexed connection, and
 //!   the queue is filled before the drain starts, so an empty pop means the worker is done.
 //!   A worker's last ack and next pop go in one explicit pipeline.
-//! - [`Flavor::Functions`] (`valkey-lua`): the same drain through the function library
+//! - [`Ceiling::LuaFloor`] (`valkey-lua`): the same drain through the function library
 //!   `valkey_floor.lua` — tasks leased and fenced on the server's clock, as executions are,
 //!   and nothing more (see the library's header). A worker's last ack claims its next tasks
 //!   in the same call, as `complete` with `claim_next` does. It is not a bar's ceiling: it
@@ -26,14 +26,15 @@ use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::task::JoinSet;
 
+use crate::bench::ceiling::Ceiling;
 use crate::bench::resources::{
     Meter, command_stats, reset_command_stats, usage, valkey_forks, valkey_quiesce,
 };
 use crate::bench::stats::Latency;
 use crate::bench::target::{delete_matching, fresh_name, valkey_admin};
-use crate::bench::workload::{Figures, PAYLOAD_BYTES, SETTLE_LIMIT, Shape, payload, rate};
+use crate::bench::workload::{Figures, PAYLOAD_BYTES, SETTLE_LIMIT, Shape, payload, produce, rate};
 
-/// The function library of [`Flavor::Functions`].
+/// The function library of the Lua floor.
 const FLOOR_LIBRARY: &str = include_str!("valkey_floor.lua");
 /// Its name (the `#!lua name=` of its first line).
 const FLOOR_LIBRARY_NAME: &str = "ffbench_floor";
@@ -43,9 +44,9 @@ const FLOOR_LEASE_MS: u64 = 600_000;
 /// An `LMPOP` reply: the list and the popped payloads, if any.
 type Popped = Option<(String, Vec<Vec<u8>>)>;
 
-/// Which queue the ceiling runs.
+/// Which queue a Valkey ceiling runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flavor {
+enum Flavor {
     /// The bare list queue: `RPUSH` / `LMPOP` / `INCR`.
     List,
     /// The Lua floor: leased, fenced tasks through `valkey_floor.lua`.
@@ -223,15 +224,12 @@ fn leased_tasks(reply: Vec<Value>) -> anyhow::Result<Vec<Task>> {
     Ok(tasks)
 }
 
-/// Runs the `flavor` queue with `n` tasks on the Valkey at `url`, popping up to `batch`
-/// tasks per call.
-pub async fn run(
-    url: &str,
-    shape: Shape,
-    n: u64,
-    batch: u32,
-    flavor: Flavor,
-) -> anyhow::Result<Figures> {
+/// Runs `ceiling` with `n` tasks on the Valkey at `url`.
+pub async fn run(url: &str, shape: Shape, n: u64, ceiling: Ceiling) -> anyhow::Result<Figures> {
+    let (flavor, batch) = match ceiling {
+        Ceiling::Bare(batch) => (Flavor::List, batch),
+        Ceiling::LuaFloor(batch) => (Flavor::Functions, batch),
+    };
     let client = redis::Client::open(url).with_context(|| format!("invalid Valkey URL {url}"))?;
     // The connection settings of `ValkeyBackend` (ValkeyConfig's defaults).
     let defaults = ValkeyConfig::standalone(url);
@@ -282,12 +280,9 @@ async fn measure(
     // Submit: producers push one task per call.
     let before = meter.read().await?;
     let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    let producers = shape.producers.max(1) as u64;
-    for p in 0..producers {
-        let share = n / producers + u64::from(p < n % producers);
+    produce(n, shape.producers, |p, share| {
         let (mut con, queue, payload) = (con.clone(), queue.clone(), payload.clone());
-        tasks.spawn(async move {
+        async move {
             for i in 0..share {
                 let _: u64 = queue
                     .push(p * n + i, &payload)
@@ -295,12 +290,10 @@ async fn measure(
                     .await
                     .context("submitting a task")?;
             }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        joined.context("a producer panicked")??;
-    }
+            Ok(())
+        }
+    })
+    .await?;
     figures.put("ceiling.submit_per_s", rate(n, started.elapsed()));
     let after = meter.read().await?;
     figures.put_opt(

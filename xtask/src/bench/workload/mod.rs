@@ -152,26 +152,47 @@ pub async fn submit_executions(
     producers: usize,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    let producers = producers.max(1) as u64;
-    for p in 0..producers {
-        let share = count / producers + u64::from(p < count % producers);
+    produce(count, producers, |_, share| {
         let backend = backend.clone();
         let spec = ExecutionSpec::new(lane.clone(), payload.as_ref().clone());
-        tasks.spawn(async move {
+        async move {
             for _ in 0..share {
                 backend
                     .create_execution(&spec)
                     .await
                     .context("create_execution")?;
             }
-            anyhow::Ok(())
-        });
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(started.elapsed())
+}
+
+/// Runs `producers` concurrent tasks (at least one) that together handle `count` items, and
+/// waits for all of them: `task(p, share)` builds producer `p`'s task, whose share of the items
+/// is as even as possible (the first `count % producers` take one more). Fails with the first
+/// task that fails or panics.
+pub async fn produce<Fut>(
+    count: u64,
+    producers: usize,
+    mut task: impl FnMut(u64, u64) -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let producers = producers.max(1) as u64;
+    let mut tasks = JoinSet::new();
+    for p in 0..producers {
+        tasks.spawn(task(
+            p,
+            count / producers + u64::from(p < count % producers),
+        ));
     }
     while let Some(joined) = tasks.join_next().await {
         joined.context("a producer panicked")??;
     }
-    Ok(started.elapsed())
+    Ok(())
 }
 
 /// Creates every flow of `specs` from `producers` concurrent producers, one call per flow;
@@ -182,24 +203,18 @@ pub async fn submit_flows(
     producers: usize,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let producers = producers.max(1);
-    let mut shares: Vec<Vec<FlowSpec>> = (0..producers).map(|_| Vec::new()).collect();
-    for (i, spec) in specs.into_iter().enumerate() {
-        shares[i % producers].push(spec);
-    }
-    let mut tasks = JoinSet::new();
-    for share in shares {
+    let mut specs = specs.into_iter();
+    produce(specs.len() as u64, producers, |_, share| {
         let backend = backend.clone();
-        tasks.spawn(async move {
+        let share: Vec<FlowSpec> = specs.by_ref().take(share as usize).collect();
+        async move {
             for spec in share {
                 backend.create_flow(&spec).await.context("create_flow")?;
             }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        joined.context("a producer panicked")??;
-    }
+            Ok(())
+        }
+    })
+    .await?;
     Ok(started.elapsed())
 }
 
