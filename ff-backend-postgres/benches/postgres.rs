@@ -83,13 +83,28 @@ async fn connect_with(config: PostgresConfig) -> Result<PostgresBackend, String>
         .map_err(|e| e.to_string())
 }
 
+/// `len` incompressible bytes (xorshift), as `cargo xtask bench` uses: PostgreSQL compresses a
+/// compressible payload into the row, and the 4 KiB payloads of the report would then never
+/// reach TOAST, where real payloads of that size live.
+fn payload(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
 /// A chain `n0 → n1 → … → n(len-1)` on `lane`.
-fn chain(lane: &Lane, len: usize, payload: usize) -> FlowSpec {
+fn chain(lane: &Lane, len: usize, len_bytes: usize) -> FlowSpec {
     let mut spec = FlowSpec::new();
     for i in 0..len {
         spec = spec.node(NodeSpec::new(
             key(&format!("n{i}")),
-            ExecutionSpec::new(lane.clone(), vec![7u8; payload]),
+            ExecutionSpec::new(lane.clone(), payload(len_bytes)),
         ));
         if i > 0 {
             spec = spec.edge(EdgeSpec::new(
@@ -113,7 +128,7 @@ fn hot_paths(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: &Postgres
             let backend = backend.clone();
             let lane = lane.clone();
             async move {
-                let spec = ExecutionSpec::new(lane.clone(), vec![7u8; 100]);
+                let spec = ExecutionSpec::new(lane.clone(), payload(100));
                 for _ in 0..iters {
                     backend.create_execution(&spec).await.expect("create");
                 }
@@ -138,7 +153,7 @@ fn hot_paths(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: &Postgres
             let backend = backend.clone();
             let lane = lane.clone();
             async move {
-                let spec = ExecutionSpec::new(lane.clone(), vec![7u8; 100]);
+                let spec = ExecutionSpec::new(lane.clone(), payload(100));
                 for _ in 0..=iters {
                     backend.create_execution(&spec).await.expect("create");
                 }
@@ -442,7 +457,7 @@ mod report {
         let mut tasks = Vec::new();
         for w in 0..WORKERS {
             let backend = backend.clone();
-            let spec = ExecutionSpec::new(lane.clone(), vec![7u8; PAYLOAD]);
+            let spec = ExecutionSpec::new(lane.clone(), super::payload(PAYLOAD));
             let share = n / WORKERS + usize::from(w < n % WORKERS);
             tasks.push(tokio::spawn(async move {
                 for _ in 0..share {
@@ -526,7 +541,7 @@ mod report {
                     .prepare("INSERT INTO ffbare.queue (payload) VALUES ($1)")
                     .await
                     .map_err(|e| e.to_string())?;
-                let payload = vec![7u8; PAYLOAD];
+                let payload = super::payload(PAYLOAD);
                 for _ in 0..share {
                     c.execute(&insert, &[&payload])
                         .await
@@ -913,7 +928,7 @@ mod report {
         let (bytes0, _) = footprint(&admin, "fffootprint").await?;
         let foot_lane = lane("foot");
         let n = 2_000;
-        let spec = ExecutionSpec::new(foot_lane.clone(), vec![7u8; 100]);
+        let spec = ExecutionSpec::new(foot_lane.clone(), super::payload(100));
         for _ in 0..n {
             backend
                 .create_execution(&spec)

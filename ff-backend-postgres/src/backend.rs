@@ -25,6 +25,7 @@ use tokio_postgres::types::ToSql;
 use crate::config::PostgresConfig;
 use crate::db::Db;
 use crate::hints::{Hints, Notifier};
+use crate::hot_path;
 use crate::migrate;
 use crate::reply;
 
@@ -48,6 +49,11 @@ pub(crate) struct Inner {
     /// Hints sent after commit (FlowFinished of `complete`).
     pub(crate) notifier: Notifier,
 }
+
+/// The `state` of a leased execution, as the parameter fenced statements compare it with (a
+/// parameter, not a literal: the generic plan then probes the primary key rather than the
+/// partial lease-expiry index).
+const RUNNING: &str = "running";
 
 /// Milliseconds of a duration, as the database stores them.
 pub(crate) fn ms(d: Duration) -> i64 {
@@ -186,6 +192,53 @@ impl PostgresBackend {
             .await
     }
 
+    /// `complete` of a standalone execution as one plain statement ([`hot_path`]); `None`
+    /// when the execution is not one, or its fence does not hold, and `ff_complete` decides.
+    async fn complete_standalone(
+        &self,
+        request: &CompleteRequest,
+    ) -> Result<Option<Vec<tokio_postgres::Row>>, EngineError> {
+        let fence = &request.fence;
+        let id = fence.execution_id;
+        // Standalone ids live on the partition of their own UUID, a member's only by chance
+        // (the statement then matches nothing: it requires `flow_id IS NULL`).
+        if self.partitions().partition_of_uuid(&id.uuid()) != id.partition() {
+            return Ok(None);
+        }
+        let (uuid, partition, lease, epoch) = (
+            id.uuid(),
+            part(id.partition()),
+            fence.lease_id.uuid(),
+            epoch_param(fence)?,
+        );
+        let offset = self.offset();
+        let completion: [&(dyn ToSql + Sync); 7] = [
+            &uuid,
+            &partition,
+            &lease,
+            &epoch,
+            &request.result,
+            &offset,
+            &RUNNING,
+        ];
+        let rows = match &request.claim_next {
+            None => {
+                self.db()
+                    .query(&hot_path::COMPLETE_STANDALONE, &completion)
+                    .await?
+            }
+            Some(claim) => {
+                let (lane, caps, max, ttl, worker) = claim_params(Some(claim));
+                let mut params = completion.to_vec();
+                params.extend([&lane as &(dyn ToSql + Sync), &caps, &max, &ttl, &worker]);
+                self.db()
+                    .query(&hot_path::COMPLETE_STANDALONE_CLAIMING, &params)
+                    .await?
+            }
+        };
+        Ok((!rows.is_empty()).then_some(rows))
+    }
+
     async fn fail_call(
         &self,
         request: &FailRequest,
@@ -258,7 +311,7 @@ impl PostgresBackend {
                     &epoch,
                     value,
                     &self.offset(),
-                    &"running",
+                    &RUNNING,
                 ],
             )
             .await?;
@@ -501,7 +554,7 @@ impl EngineBackend for PostgresBackend {
         let rows = self
             .db()
             .query(
-                "SELECT * FROM ff_claim($1, $2, $3, $4, $5, ff_now($6))",
+                &hot_path::CLAIM,
                 &[
                     &request.lane.as_str(),
                     &caps,
@@ -535,7 +588,10 @@ impl EngineBackend for PostgresBackend {
     async fn complete(&self, request: &CompleteRequest) -> Result<Completed, EngineError> {
         request.validate()?;
         self.check_id(&request.fence.execution_id)?;
-        let rows = self.complete_call(request).await?;
+        let rows = match self.complete_standalone(request).await? {
+            Some(rows) => rows,
+            None => self.complete_call(request).await?,
+        };
         let head = Self::head(&rows, &request.fence.execution_id)?;
         if let Some(flow) = reply::finished_flow(head)? {
             self.inner.notifier.flow_finished(flow);

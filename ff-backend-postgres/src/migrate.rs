@@ -135,7 +135,7 @@ pub(crate) async fn migrate(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -148,7 +148,7 @@ mod tests {
     }
 
     /// The SQL without comments, whitespace collapsed.
-    fn normalize(s: &str) -> String {
+    pub(crate) fn normalize(s: &str) -> String {
         s.lines()
             .map(|line| line.split("--").next().unwrap_or(""))
             .flat_map(str::split_whitespace)
@@ -166,7 +166,7 @@ mod tests {
 
     /// The latest definition of `function` (the one in the last migration defining it), up to
     /// the end of its body.
-    fn latest(function: &str) -> &'static str {
+    pub(crate) fn latest(function: &str) -> &'static str {
         let head = format!("FUNCTION {function}(");
         let sql = MIGRATIONS
             .iter()

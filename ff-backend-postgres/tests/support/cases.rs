@@ -25,6 +25,10 @@ pub(super) fn all() -> Vec<(&'static str, TestFn)> {
             "claim_next::a_single_downstream_is_leased_by_its_edge",
             |url| Box::pin(single_downstream_lease(url)),
         ),
+        (
+            "hot_path::members_that_look_standalone_complete_in_full",
+            |url| Box::pin(members_that_look_standalone(url)),
+        ),
         ("migrations::idempotent_and_concurrent", |url| {
             Box::pin(migrations_concurrent(url))
         }),
@@ -348,6 +352,111 @@ async fn single_downstream_lease(url: String) -> TestResult {
         "the urgent one first: {next:?}"
     );
     ensure!(state_of(b).await? == ExecutionState::Ready, "b left ready");
+    backend.drop_schema().await.map_err(fail("drop"))?;
+    Ok(())
+}
+
+/// `complete` tries the plain statement of a standalone execution when the id lies on its
+/// own UUID's partition, which with one partition every member's does too: members must then
+/// still be counted in their flow and cascade (the statement matches nothing and `ff_complete`
+/// decides), and a standalone completion with `claim_next` leases the next executions.
+async fn members_that_look_standalone(url: String) -> TestResult {
+    let backend = fresh(
+        config(&url, "onepart").with_partitions(PartitionConfig::new(1).expect("1 partition")),
+    )
+    .await?;
+    let lane = Lane::new("onepart").map_err(fail("lane"))?;
+    let claim = ClaimRequest::new(WorkerId::random(), lane.clone()).with_max(2);
+    let spec = || ExecutionSpec::new(lane.clone(), b"p".to_vec());
+    let flow = backend
+        .create_flow(
+            &FlowSpec::new()
+                .node(NodeSpec::new(key("a"), spec()))
+                .node(NodeSpec::new(key("b"), spec()))
+                .edge(EdgeSpec::new(key("a"), key("b"))),
+        )
+        .await
+        .map_err(fail("create flow"))?;
+    let a = backend.claim(&claim).await.map_err(fail("claim a"))?;
+    ensure!(
+        a.len() == 1 && a[0].node_key == Some(key("a")),
+        "claimed {a:?}"
+    );
+    let next = backend
+        .complete(&CompleteRequest::new(a[0].fence).with_claim_next(claim.clone()))
+        .await
+        .map_err(fail("complete a"))?
+        .next;
+    ensure!(
+        next.len() == 1 && next[0].node_key == Some(key("b")),
+        "a's completion leased {next:?}"
+    );
+    let standalone: Vec<ExecutionId> = {
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let created = backend
+                .create_execution(&spec())
+                .await
+                .map_err(fail("create standalone"))?;
+            ids.push(created.id);
+        }
+        ids
+    };
+    let next = backend
+        .complete(&CompleteRequest::new(next[0].fence).with_claim_next(claim.clone()))
+        .await
+        .map_err(fail("complete b"))?
+        .next;
+    let snapshot = backend
+        .describe_flow(&flow.flow_id)
+        .await
+        .map_err(fail("describe flow"))?;
+    ensure!(
+        snapshot.state == FlowState::Succeeded,
+        "flow {:?}",
+        snapshot.state
+    );
+    ensure!(
+        snapshot.counts.terminal == 2,
+        "counts {:?}",
+        snapshot.counts
+    );
+    ensure!(
+        next.len() == 2 && next.iter().all(|c| c.flow_id.is_none()),
+        "b's completion leased {next:?}"
+    );
+    // Standalone: the plain statement completes and leases the last one.
+    let last = backend
+        .complete(&CompleteRequest::new(next[0].fence).with_claim_next(claim.clone()))
+        .await
+        .map_err(fail("complete standalone"))?
+        .next;
+    ensure!(
+        last.len() == 1 && last[0].id() == standalone[2],
+        "the standalone completion leased {last:?}"
+    );
+    for fence in [next[1].fence, last[0].fence] {
+        backend
+            .complete(&CompleteRequest::new(fence).with_result(b"r".to_vec()))
+            .await
+            .map_err(fail("complete standalone"))?;
+    }
+    for id in &standalone {
+        let snapshot = backend
+            .describe_execution(id)
+            .await
+            .map_err(fail("describe standalone"))?;
+        ensure!(
+            snapshot.state() == ExecutionState::Succeeded,
+            "{id}: {:?}",
+            snapshot.state()
+        );
+    }
+    // A repeated completion of a standalone execution is answered by `ff_complete`.
+    backend
+        .complete(&CompleteRequest::new(last[0].fence))
+        .await
+        .map_err(fail("complete repeat"))?;
     backend.drop_schema().await.map_err(fail("drop"))?;
     Ok(())
 }
