@@ -83,19 +83,11 @@ async fn connect_with(config: PostgresConfig) -> Result<PostgresBackend, String>
         .map_err(|e| e.to_string())
 }
 
-/// `len` incompressible bytes (xorshift), as `cargo xtask bench` uses: PostgreSQL compresses a
+/// `len` random (incompressible) bytes, as `cargo xtask bench` uses: PostgreSQL compresses a
 /// compressible payload into the row, and the 4 KiB payloads of the report would then never
 /// reach TOAST, where real payloads of that size live.
 fn payload(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect()
+    (0..len).map(|_| rand::random::<u8>()).collect()
 }
 
 /// A chain `n0 → n1 → … → n(len-1)` on `lane`.

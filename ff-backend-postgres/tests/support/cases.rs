@@ -9,7 +9,7 @@ use ff_backend_postgres::{PostgresBackend, migrate};
 use ff_core::{
     Capability, ClaimRequest, CompleteRequest, DependencyGroup, EdgeSpec, EngineBackend,
     EngineError, ExecutionId, ExecutionSpec, ExecutionState, FailDisposition, FailRequest, Failure,
-    FlowId, FlowSpec, FlowState, IdempotencyKey, Lane, NodeKey, NodeSpec, OnSatisfied,
+    Fence, FlowId, FlowSpec, FlowState, IdempotencyKey, Lane, NodeKey, NodeSpec, OnSatisfied,
     PartitionConfig, RetryPolicy, WorkerId,
 };
 use libtest_mimic::Failed;
@@ -377,48 +377,43 @@ async fn members_that_look_standalone(url: String) -> TestResult {
         )
         .await
         .map_err(fail("create flow"))?;
+    let complete_claiming = |fence: Fence, what: &'static str| {
+        let (backend, claim) = (&backend, &claim);
+        async move {
+            backend
+                .complete(&CompleteRequest::new(fence).with_claim_next(claim.clone()))
+                .await
+                .map(|completed| completed.next)
+                .map_err(fail(what))
+        }
+    };
     let a = backend.claim(&claim).await.map_err(fail("claim a"))?;
     ensure!(
         a.len() == 1 && a[0].node_key == Some(key("a")),
         "claimed {a:?}"
     );
-    let next = backend
-        .complete(&CompleteRequest::new(a[0].fence).with_claim_next(claim.clone()))
-        .await
-        .map_err(fail("complete a"))?
-        .next;
+    let next = complete_claiming(a[0].fence, "complete a").await?;
     ensure!(
         next.len() == 1 && next[0].node_key == Some(key("b")),
         "a's completion leased {next:?}"
     );
-    let standalone: Vec<ExecutionId> = {
-        let mut ids = Vec::new();
-        for _ in 0..3 {
-            let created = backend
-                .create_execution(&spec())
-                .await
-                .map_err(fail("create standalone"))?;
-            ids.push(created.id);
-        }
-        ids
-    };
-    let next = backend
-        .complete(&CompleteRequest::new(next[0].fence).with_claim_next(claim.clone()))
-        .await
-        .map_err(fail("complete b"))?
-        .next;
+    let mut standalone = Vec::new();
+    for _ in 0..3 {
+        let created = backend
+            .create_execution(&spec())
+            .await
+            .map_err(fail("create standalone"))?;
+        standalone.push(created.id);
+    }
+    let next = complete_claiming(next[0].fence, "complete b").await?;
     let snapshot = backend
         .describe_flow(&flow.flow_id)
         .await
         .map_err(fail("describe flow"))?;
     ensure!(
-        snapshot.state == FlowState::Succeeded,
-        "flow {:?}",
-        snapshot.state
-    );
-    ensure!(
-        snapshot.counts.terminal == 2,
-        "counts {:?}",
+        snapshot.state == FlowState::Succeeded && snapshot.counts.terminal == 2,
+        "flow {:?}, counts {:?}",
+        snapshot.state,
         snapshot.counts
     );
     ensure!(
@@ -426,11 +421,7 @@ async fn members_that_look_standalone(url: String) -> TestResult {
         "b's completion leased {next:?}"
     );
     // Standalone: the plain statement completes and leases the last one.
-    let last = backend
-        .complete(&CompleteRequest::new(next[0].fence).with_claim_next(claim.clone()))
-        .await
-        .map_err(fail("complete standalone"))?
-        .next;
+    let last = complete_claiming(next[0].fence, "complete standalone").await?;
     ensure!(
         last.len() == 1 && last[0].id() == standalone[2],
         "the standalone completion leased {last:?}"
