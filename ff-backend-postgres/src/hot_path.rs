@@ -62,13 +62,16 @@ struct ClaimParams {
     worker: &'static str,
 }
 
-/// The `pick` and `claimed` CTEs of a claim; `gate` is a further condition of the pick (that
-/// the completion it follows took effect).
-fn claim_ctes(p: &ClaimParams, gate: &str) -> String {
-    let pick = CLAIM_PICK.replace(
-        "ORDER BY c.priority",
-        &format!("AND {gate}\n        ORDER BY c.priority"),
-    );
+/// The `pick` and `claimed` CTEs of a claim; `gate`, if any, is a further condition of the
+/// pick (that the completion it follows took effect).
+fn claim_ctes(p: &ClaimParams, gate: Option<&str>) -> String {
+    let pick = match gate {
+        Some(gate) => CLAIM_PICK.replace(
+            "ORDER BY c.priority",
+            &format!("AND {gate}\n        ORDER BY c.priority"),
+        ),
+        None => CLAIM_PICK.to_string(),
+    };
     let bind = |sql: &str| {
         sql.replace("p_lane", p.lane)
             .replace("p_caps", p.caps)
@@ -113,7 +116,7 @@ pub(crate) static CLAIM: LazyLock<String> = LazyLock::new(|| {
     };
     format!(
         "{NOW_CTE},\n{}\nSELECT * FROM claimed",
-        claim_ctes(&params, "true")
+        claim_ctes(&params, None)
     )
 });
 
@@ -137,7 +140,7 @@ pub(crate) static COMPLETE_STANDALONE_CLAIMING: LazyLock<String> = LazyLock::new
     };
     format!(
         "{NOW_CTE},\n{COMPLETE},\n{}\n{COMPLETED}\nUNION ALL\nSELECT * FROM claimed",
-        claim_ctes(&params, "EXISTS (SELECT 1 FROM done)")
+        claim_ctes(&params, Some("EXISTS (SELECT 1 FROM done)"))
     )
 });
 

@@ -25,9 +25,9 @@
 //!   the `applied` mark of chunked cascades), `ff_completion` (the outbox),
 //!   `ff_cancel_backlog`, `ff_instance`, `ff_partition_owner`, `ff_meta`. Migration 3 says
 //!   why the value checks are domains rather than table CHECKs (a table's CHECKs are rebuilt
-//!   for every write statement; a domain's are cached). Partial indexes serve the claim path (ready, by lane,
-//!   priority, FIFO sequence) and each deadline (lease expiry, delayed, attempt timeout,
-//!   execution deadline, retention).
+//!   for every write statement; a domain's are cached). Partial indexes serve the claim path
+//!   (ready, by lane, priority, FIFO sequence) and each deadline (lease expiry, delayed,
+//!   attempt timeout, execution deadline, retention).
 //! - **One round trip per call**: worker and control calls are single statements, most of
 //!   them server-side plpgsql functions (`ff_complete`, `ff_fail`, ...) that do the fence
 //!   check, the transition, the flow counters, the completion record or inline cascade, and
